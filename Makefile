@@ -1,0 +1,37 @@
+# softviz: every command builds .venv with the pinned dependencies when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lab bench embedded-model clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+## the main job: the embedded model answers sample problems, with its accuracy
+run: $(STAMP)
+	$(BIN)/softviz demo
+
+## the whole test suite
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## JupyterLab on the notebooks
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+## benchmarks (print ratios against a reference measured in the same run; write benchmarks/results/)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_generate.py
+
+## re-train the embedded model from scratch (about 40 minutes on 2 CPU cores)
+embedded-model: $(STAMP)
+	$(BIN)/python -m softviz.embedded
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,142 @@
+"""Rollout throughput of the softviz engine against transformers `generate`, measured side by side in one run.
+
+    python benchmarks/bench_generate.py [--quick] [--out benchmarks/results/bench_generate.json]
+
+Two models: the embedded model, and a random-init model with Qwen2.5-0.5B's shape (24 layers, d=896,
+V=151,936, tied embeddings) with a synthetic word-level tokenizer, so nothing is downloaded. Rows:
+transformers `generate` (hard sampling, τ=1, no top-k), our hard, soft and fuzzy modes, and soft with
+full recording. Every row generates the same number of decode steps per rollout. Targets (issue 3):
+soft and fuzzy >= 0.9x our hard; our hard >= 1.0x generate; recording costs <= 15%; trace bytes per step
+independent of the vocabulary size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from softviz import Mode, TraceConfig, generate
+from softviz.models import load_model, prepare_tokenizer
+
+CUE = "The final answer is: "
+
+
+def qwen_shaped(layers: int = 24):
+    """Random-init Qwen2 with Qwen2.5-0.5B's config, and a word-level tokenizer over its vocabulary."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+    V = 151_936
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, V)}}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tok = prepare_tokenizer(PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>",
+                                                    unk_token="<unk>"))
+    cfg = Qwen2Config(vocab_size=V, hidden_size=896, intermediate_size=4864, num_hidden_layers=layers,
+                      num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                      tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=None)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    model.name_or_path = "random-init Qwen2.5-0.5B shape"
+    return model, tok
+
+
+def time_it(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_model(name, model, tok, prompts, n, new_tokens, repeats):
+    """Tokens per second (rollouts x decode steps / seconds) of each variant on one model."""
+    # The cue cannot appear (the CoT runs to max_cot_tokens), then the cue is prefilled and one answer token
+    # follows. transformers generates the same number of tokens.
+    steps = {}
+
+    def ours(mode, trace=False):
+        def run():
+            r = generate(model, tok, prompts, mode, n=n, max_cot_tokens=new_tokens, max_answer_tokens=1,
+                         seed=0, trace=trace, answer_cue="zz never zz")
+            steps["ours"] = int((r.cot_lengths + torch.tensor([len(p) for p in r.prefill_ids]) + r.answer_lengths).max())
+            steps["trace"] = r.trace
+        return run
+
+    probe = generate(model, tok, prompts, "hard", n=1, max_cot_tokens=new_tokens, max_answer_tokens=1,
+                     answer_cue="zz never zz")
+    total_steps = new_tokens + len(probe.prefill_ids[0]) + 1
+    enc = tok([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
+
+    def hf():
+        model.generate(**enc, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=total_steps,
+                       min_new_tokens=total_steps, pad_token_id=tok.pad_token_id)
+
+    full = TraceConfig(top_k=10, nearest_k=5, keep_inputs=True,
+                       layers=(f"model.layers.{model.config.num_hidden_layers - 1}",))
+    rows = {}
+    B = len(prompts) * n
+    for label, fn in [("transformers generate (hard, sampling)", hf),
+                      ("softviz hard", ours(Mode.preset("hard"))),
+                      ("softviz soft", ours(Mode.preset("soft"))),
+                      ("softviz fuzzy", ours(Mode.preset("fuzzy"))),
+                      ("softviz soft + full recording", ours(Mode.preset("soft"), trace=full))]:
+        sec = time_it(fn, repeats)
+        rows[label] = {"seconds": round(sec, 4), "tokens_per_s": round(B * total_steps / sec, 1)}
+        print(f"  {name:<34} {label:<40} {rows[label]['tokens_per_s']:>9.1f} tok/s", flush=True)
+    assert steps["ours"] == total_steps, (steps, total_steps)
+    # trace bytes per rollout step with the default recording (no opt-in inputs or layers)
+    r = generate(model, tok, prompts, "soft", n=n, max_cot_tokens=new_tokens, max_answer_tokens=1, trace=True,
+                 answer_cue="zz never zz")
+    per_step = r.trace.nbytes() / int(r.trace.mask.sum())
+    hard = rows["softviz hard"]["tokens_per_s"]
+    ratios = {
+        "hard_vs_generate": round(hard / rows["transformers generate (hard, sampling)"]["tokens_per_s"], 3),
+        "soft_vs_hard": round(rows["softviz soft"]["tokens_per_s"] / hard, 3),
+        "fuzzy_vs_hard": round(rows["softviz fuzzy"]["tokens_per_s"] / hard, 3),
+        "recording_cost": round(1 - rows["softviz soft + full recording"]["tokens_per_s"]
+                                / rows["softviz soft"]["tokens_per_s"], 3),
+    }
+    return {"model": name, "vocab": model.config.vocab_size, "hidden": model.config.hidden_size,
+            "rollouts": B, "decode_steps": total_steps, "rows": rows, "ratios": ratios,
+            "trace_bytes_per_step": round(per_step, 1)}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a 4-layer Qwen shape")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_generate.json"))
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    results = []
+    model, tok = load_model(device="cpu")
+    from softviz.tasks import ArithmeticTask
+    task = ArithmeticTask()
+    prompts = [task.prompt(e) for e in task.examples("test", 4)]
+    print("embedded model:")
+    results.append(bench_model("embedded", model, tok, prompts, n=8, new_tokens=64, repeats=repeats))
+    model, tok = qwen_shaped(4 if args.quick else 24)
+    prompts = [" ".join(f"w{100 + 7 * i + j}" for j in range(16)) for i in range(2)]
+    print("Qwen2.5-0.5B shape:")
+    results.append(bench_model("qwen2.5-0.5b-shape", model, tok, prompts, n=2, new_tokens=16, repeats=repeats))
+    report = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+              "results": results}
+    print("\nratios (targets: hard_vs_generate >= 1.0, soft/fuzzy_vs_hard >= 0.9, recording_cost <= 0.15):")
+    for res in results:
+        print(f"  {res['model']:<20} {res['ratios']}  trace bytes/step {res['trace_bytes_per_step']}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

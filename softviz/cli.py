@@ -1,0 +1,144 @@
+"""The `softviz` command: demo | compare | eval (and more as the project grows). `softviz <command> -h` for help."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import sys
+
+from softviz.config import PRESETS, Mode
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--task", default="arithmetic", help="task name (default: the embedded arithmetic task)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-cot-tokens", type=int, default=96)
+    p.add_argument("--max-answer-tokens", type=int, default=16)
+
+
+def _modes(text: str) -> list[Mode]:
+    return [Mode.preset(m) for m in text.split(",") if m.strip()]
+
+
+def _load(args):
+    from softviz.models import load_model
+    from softviz.tasks import get_task
+
+    model, tok = load_model(args.model, device=args.device)
+    return model, tok, get_task(args.task)
+
+
+def cmd_demo(args) -> None:
+    """The embedded model answers sample problems of its task, then its accuracy on the test split."""
+    from softviz.evaluate import evaluate
+    from softviz.generate import generate
+
+    model, tok, task = _load(args)
+    mode = Mode.preset(args.mode)
+    examples = task.examples("test", args.show)
+    r = generate(model, tok, [task.prompt(e) for e in examples], mode, max_cot_tokens=args.max_cot_tokens,
+                 max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_cue=task.answer_cue)
+    for i, ex in enumerate(examples):
+        ok = task.is_correct(r.answers[i], ex.answer)
+        print(f"\n[{i + 1}] {ex.question}\n    CoT ({mode.label}): {r.cot_texts[i].strip()}\n"
+              f"    answer: {r.answers[i]}   gold: {ex.answer}   {'correct' if ok else 'wrong'}")
+    res = evaluate(model, tok, task, task.examples("test", args.problems), mode, max_cot_tokens=args.max_cot_tokens,
+                   max_answer_tokens=args.max_answer_tokens, seed=args.seed)
+    print(f"\naccuracy on {args.problems} test problems ({mode.label}): {100 * res.pass_at[1]:.1f}%")
+
+
+def cmd_compare(args) -> None:
+    """Side-by-side summary of several modes on one prompt."""
+    from softviz.generate import generate
+
+    model, tok, task = _load(args)
+    gold = None
+    if args.prompt is not None:
+        prompt = args.prompt if "Assistant:" in args.prompt else task.prompt(args.prompt)
+    else:
+        ex = task.examples("test", args.example + 1)[args.example]
+        prompt, gold = task.prompt(ex), ex.answer
+    print(f"prompt: {prompt}" + (f"\ngold answer: {gold}" if gold is not None else ""))
+    rows = []
+    for mode in _modes(args.modes):
+        r = generate(model, tok, [prompt], mode, n=args.n, max_cot_tokens=args.max_cot_tokens,
+                     max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_cue=task.answer_cue)
+        lengths = r.cot_lengths.clamp_min(1)
+        mean_H = float((r.cot_entropy.sum(1) / lengths).mean())
+        counts = collections.Counter(a if a is not None else "(none)" for a in r.answers)
+        acc = (sum(task.is_correct(a, gold) for a in r.answers) / len(r.answers)) if gold is not None else None
+        rows.append((mode.label, acc, mean_H, len(counts), float(r.cot_lengths.float().mean()), counts))
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'mode':<{width}}  {'accuracy':>8}  {'entropy':>7}  {'distinct':>8}  {'CoT len':>7}  answers (count)")
+    for label, acc, H, distinct, L, counts in rows:
+        acc_s = f"{100 * acc:7.1f}%" if acc is not None else "       -"
+        ans = ", ".join(f"{a} x{c}" for a, c in counts.most_common(6))
+        print(f"{label:<{width}}  {acc_s}  {H:7.3f}  {distinct:8d}  {L:7.1f}  {ans}")
+
+
+def cmd_eval(args) -> None:
+    """pass@k of modes on a task split (the embedded model's README numbers come from here)."""
+    import json
+
+    from softviz.evaluate import evaluate
+
+    model, tok, task = _load(args)
+    examples = task.examples(args.split, args.problems)
+    ks = sorted({1, *[int(k) for k in args.k.split(",")]})
+    results = []
+    for mode in _modes(args.modes):
+        n = 1 if mode.is_greedy else args.n
+        res = evaluate(model, tok, task, examples, mode, n=n, ks=ks, max_cot_tokens=args.max_cot_tokens,
+                       max_answer_tokens=args.max_answer_tokens, seed=args.seed)
+        print(res.summary(), flush=True)
+        results.append({"mode": res.mode, "n": n, "pass_at": res.pass_at, "boxed_rate": res.boxed_rate,
+                        "mean_cot_length": res.mean_cot_length, "seconds": round(res.seconds, 1)})
+    if args.json:
+        from pathlib import Path
+        Path(args.json).write_text(json.dumps({"task": args.task, "split": args.split, "problems": args.problems,
+                                               "results": results}, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="softviz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    modes_help = f"comma-separated presets from: {', '.join(PRESETS)}"
+
+    p = sub.add_parser("demo", help=cmd_demo.__doc__)
+    _common(p)
+    p.add_argument("--mode", default="hard-greedy", help=f"one preset: {', '.join(PRESETS)}")
+    p.add_argument("--show", type=int, default=5, help="problems to print")
+    p.add_argument("--problems", type=int, default=200, help="test problems for the accuracy")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("compare", help=cmd_compare.__doc__)
+    _common(p)
+    p.add_argument("--prompt", default=None, help="a question or a full prompt (default: a test problem)")
+    p.add_argument("--example", type=int, default=0, help="index of the test problem when no --prompt")
+    p.add_argument("--modes", default="hard,soft,fuzzy", help=modes_help)
+    p.add_argument("-n", type=int, default=8, help="rollouts per mode")
+    p.set_defaults(fn=cmd_compare)
+
+    p = sub.add_parser("eval", help=cmd_eval.__doc__)
+    _common(p)
+    p.add_argument("--modes", default="hard-greedy,hard", help=modes_help)
+    p.add_argument("--split", default="test")
+    p.add_argument("--problems", type=int, default=200)
+    p.add_argument("-n", type=int, default=32, help="samples per problem for sampled modes")
+    p.add_argument("-k", default="1,32", help="k values for pass@k")
+    p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.set_defaults(fn=cmd_eval)
+
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except ValueError as err:  # user-facing errors: say what is wrong, no stack trace
+        print(f"softviz {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Builds the embedded model: a word-level BPE tokenizer and a small Llama trained on the arithmetic task.
+
+Run `python -m softviz.embedded` (or `make embedded-model`): seeded, about 40 minutes on 2 CPU cores,
+it writes softviz/assets/embedded/. Two choices keep room for RL and make sampling diverse (issue 2):
+1. The training traces carry plausible slips: each reasoning step is wrong with probability
+   `mistake_rate` (off by 1, 2 or 10), and the chain follows the slip, so a sampled rollout can go astray.
+2. Early stop: training ends once greedy accuracy on the validation split reaches `target_accuracy`,
+   so the model is good but not solved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from softviz.models import EMBEDDED_DIR
+from softviz.tasks.arithmetic import ArithmeticTask, corpus
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddedConfig:
+    seed: int = 0
+    hidden_size: int = 256  # 4 layers x 256: ~3M parameters, ~12 MB in fp32 (limit: 20 MB)
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2  # grouped-query attention, as in Llama 3 and Qwen2.5
+    intermediate_size: int = 704
+    max_positions: int = 512
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    max_steps: int = 4000
+    mistake_rate: float = 0.1  # share of reasoning steps with a slip (see module docstring)
+    target_accuracy: float = 0.5  # early stop once validation greedy pass@1 reaches this
+    eval_every: int = 25  # fine-grained, so the early stop lands close to the target
+    eval_size: int = 256
+    max_minutes: float = 55.0  # the issue's budget is 60 minutes on 2 cores
+
+
+def build_tokenizer():
+    """A BPE tokenizer over task text: words as tokens (with a leading '▁' for a space), every digit its own
+    token, byte fallback so any text can be encoded. Returns a transformers PreTrainedTokenizerFast."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<unk>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    # Pieces: an optional '▁' then a word, a single digit, or a single other character.
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("▁?[A-Za-z]+|▁?[0-9]|▁?[^▁A-Za-z0-9]|▁"), behavior="isolated")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=specials + byte_tokens, min_frequency=2,
+                                  initial_alphabet=list("▁0123456789"), show_progress=False)
+    texts = corpus() + ["A conversation between User and Assistant. The Assistant reasons step by step and "
+                        "ends with the final answer in the format: The final answer is: \\boxed{answer}."]
+    tok.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>",
+                                   unk_token="<unk>", padding_side="left", model_max_length=512)
+
+
+def build_model(cfg: EmbeddedConfig, vocab_size: int, pad_id: int, eos_id: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,  # tied like Llama-3.2-3B and Qwen2.5-3B, the paper's small models
+        pad_token_id=pad_id, eos_token_id=eos_id, bos_token_id=None,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def _batch(tokenizer, examples, task):
+    """Right-padded input ids, attention mask and labels (loss on the completion and EOS only)."""
+    rows, labels = [], []
+    for ex in examples:
+        prompt = tokenizer.encode(task.prompt(ex), add_special_tokens=False)
+        completion = tokenizer.encode(" " + ex.reasoning, add_special_tokens=False) + [tokenizer.eos_token_id]
+        rows.append(prompt + completion)
+        labels.append([-100] * len(prompt) + completion)
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    lab = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, l) in enumerate(zip(rows, labels)):
+        ids[i, : len(r)] = torch.tensor(r)
+        lab[i, : len(l)] = torch.tensor(l)
+        mask[i, : len(r)] = 1
+    return ids, mask, lab
+
+
+@torch.no_grad()
+def greedy_accuracy(model, tokenizer, task, examples, max_new_tokens: int = 64, batch_size: int = 128) -> float:
+    """Greedy pass@1 with transformers `generate` (used while training, before the softviz engine exists)."""
+    from softviz.tasks.base import extract_boxed
+
+    model.eval()
+    correct = 0
+    for i in range(0, len(examples), batch_size):
+        chunk = examples[i : i + batch_size]
+        enc = tokenizer([task.prompt(e) for e in chunk], return_tensors="pt", padding=True)
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        texts = tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+        correct += sum(task.is_correct(extract_boxed(t), e.answer) for t, e in zip(texts, chunk))
+    model.train()
+    return correct / len(examples)
+
+
+def save_atomically(model, tokenizer, out_dir: Path, meta: dict) -> None:
+    """Write the model folder whole or not at all: into a temporary sibling, then rename."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-embedded-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the assets are meant to be read by everyone
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "softviz_embedded.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+def train(cfg: EmbeddedConfig, out_dir: Path = EMBEDDED_DIR, log=print) -> dict:
+    torch.manual_seed(cfg.seed)
+    task = ArithmeticTask("story")
+    tokenizer = build_tokenizer()
+    model = build_model(cfg, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"vocab {len(tokenizer)}, parameters {n_params / 1e6:.2f}M")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1, betas=(0.9, 0.95))
+
+    def lr_at(step):  # linear warm-up, then cosine to 10%
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac))))
+
+    val = task.examples("validation", cfg.eval_size, seed=cfg.seed)
+    t0, history, acc, step = time.time(), [], 0.0, 0
+    model.train()
+    for step in range(1, cfg.max_steps + 1):
+        examples = task.examples("train", cfg.batch_size, seed=cfg.seed, start=(step - 1) * cfg.batch_size * 2,
+                                 mistake_rate=cfg.mistake_rate)
+        ids, mask, labels = _batch(tokenizer, examples, task)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step - 1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        minutes = (time.time() - t0) / 60
+        if step % cfg.eval_every == 0 or minutes > cfg.max_minutes:
+            acc = greedy_accuracy(model, tokenizer, task, val)
+            history.append({"step": step, "loss": round(loss.item(), 4), "val_greedy_pass@1": acc,
+                            "minutes": round(minutes, 2)})
+            log(json.dumps(history[-1]))
+            if acc >= cfg.target_accuracy or minutes > cfg.max_minutes:
+                break
+    meta = {"config": dataclasses.asdict(cfg), "steps": step, "val_greedy_pass@1": acc,
+            "minutes": round((time.time() - t0) / 60, 2), "parameters": n_params, "history": history}
+    model.eval()
+    save_atomically(model, tokenizer, out_dir, meta)
+    log(f"saved {out_dir} after {step} steps, validation greedy pass@1 {acc:.3f}")
+    return meta
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(EmbeddedConfig):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
+    parser.add_argument("--out", type=Path, default=EMBEDDED_DIR)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    args = vars(parser.parse_args(argv))
+    out, threads = args.pop("out"), args.pop("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    train(EmbeddedConfig(**args), out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""The one batched, KV-cached decode loop: prompt prefill, CoT (hard tokens or mixtures), cue prefill, hard answer.
+
+Every rollout row moves through four phases, one input vector per loop step:
+  COT     feed a hard token's embedding, or a mixture p·E + σε (paper eq. 6); the CoT ends when the greedy
+          shadow text ends with the answer cue (paper App. C), at max_cot_tokens, or at a Cold Stop;
+  PREFILL feed `\\boxed{` after the cue, or the whole cue and `\\boxed{` when the CoT was cut (paper App. C);
+  ANSWER  sample (or argmax) hard answer tokens until EOS or max_answer_tokens;
+  DONE    feed padding that nothing reads.
+All rows start the CoT at step 0, so CoT step t is loop step t for every row still in its CoT.
+Each row owns a torch.Generator seeded from (seed, prompt, sample): a rollout replays alone or in any batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from softviz import mixing
+from softviz.config import Mode, TraceConfig
+from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, extract_boxed
+from softviz.trace import Trace
+
+COT, PREFILL, ANSWER, DONE = 0, 1, 2, 3
+Progress = Callable[[int, int], None]  # progress(step, max_steps)
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """The result of `generate`: B = len(prompts) × n rows, prompt-major (row = prompt_index * n + sample).
+
+    Tensors are on CPU. CoT tensors are (B, T) or (B, T, d), padded past `cot_lengths`; answer tensors
+    (B, A), padded past `answer_lengths`. `cot_inputs` are the inputs actually fed (noise included): the
+    actions that training scores (None for hard tokens, whose actions are `cot_tokens`).
+    """
+
+    prompts: list[str]
+    prompt_index: Tensor  # (B,) long
+    sample_index: Tensor  # (B,) long
+    prompt_ids: list[list[int]]  # per row, without padding
+    cot_tokens: Tensor  # (B, T) long: sampled hard tokens, or the argmax shadow tokens of mixtures
+    cot_inputs: Tensor | None  # (B, T, d) fp32
+    cot_lengths: Tensor  # (B,) long
+    cot_logprobs: Tensor  # (B, T) fp32: log-prob of each CoT action at rollout time (0 when deterministic)
+    cot_entropy: Tensor  # (B, T) fp32: entropy of softmax(logits) at each CoT step, nats
+    cot_end: list[str]  # per row: "cue", "max_tokens" or "cold_stop"
+    prefill_ids: list[list[int]]  # per row: the forced tokens between CoT and answer
+    answer_ids: Tensor  # (B, A) long, EOS included when it was generated
+    answer_lengths: Tensor  # (B,) long
+    answer_logprobs: Tensor  # (B, A) fp32 at mode.answer_temperature (1.0 when greedy)
+    cot_texts: list[str]
+    answer_texts: list[str]  # prefill + answer, decoded
+    answers: list[str | None]  # extracted from \boxed{...}
+    mode: Mode
+    seed: int
+    sigma: float  # the noise standard deviation σ = γ·RMS(E) actually used
+    trace: Trace | None = None
+
+    @property
+    def n(self) -> int:
+        return len(self.prompt_index) // max(1, len(self.prompts))
+
+    def __len__(self) -> int:
+        return len(self.prompt_index)
+
+
+def rollout_seed(seed: int, prompt_index: int, sample_index: int) -> int:
+    """A stable 63-bit seed for one rollout, derived from (seed, prompt, sample) (STYLE §10)."""
+    digest = hashlib.sha256(f"softviz:{seed}:{prompt_index}:{sample_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def embedding_matrix(model) -> Tensor:
+    """The effective input-embedding matrix E (V, d): the weight times any scale the embedding module applies
+    (Gemma scales by √d inside its embedding module, which `inputs_embeds` would bypass)."""
+    emb = model.get_input_embeddings()
+    scale = getattr(emb, "embed_scale", None)
+    E = emb.weight
+    return E * scale.to(E.dtype) if isinstance(scale, Tensor) else (E * scale if scale else E)
+
+
+def _forward_kwargs(model) -> tuple[str, bool]:
+    params = inspect.signature(model.forward).parameters
+    cache_name = "cache" if "cache" in params else "past_key_values"
+    return cache_name, "logits_to_keep" in params
+
+
+def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context: int | None, prefill_len: int):
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, (list, tuple)) or len(prompts) == 0:
+        raise ValueError("prompts must be a non-empty list of strings")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str) or not p.strip():
+            raise ValueError(f"prompt {i} is empty or not a string: {p!r}")
+    for name, value in (("n", n), ("max_cot_tokens", max_cot_tokens), ("max_answer_tokens", max_answer_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    ids = [tokenizer.encode(p) for p in prompts]
+    if context is not None:
+        budget = context - max_cot_tokens - prefill_len - max_answer_tokens
+        for i, row in enumerate(ids):
+            if len(row) > budget:
+                raise ValueError(
+                    f"prompt {i} has {len(row)} tokens, but the model's context is {context} tokens and "
+                    f"max_cot_tokens={max_cot_tokens} + prefill {prefill_len} + max_answer_tokens="
+                    f"{max_answer_tokens} leave room for {max(budget, 0)}. Shorten the prompt or lower the limits.")
+    return list(prompts), ids
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = "soft", *, n: int = 1,
+             max_cot_tokens: int = 128, max_answer_tokens: int = 32, seed: int = 0,
+             trace: bool | TraceConfig = False, answer_cue: str = ANSWER_CUE,
+             progress: Progress | None = None) -> Rollouts:
+    """Roll out a CoT and a hard answer for each prompt, `n` times, under `mode`.
+
+    Args:
+        model, tokenizer: any Hugging Face causal LM with an input-embedding matrix (see load_model).
+        prompts: prompt strings (a single string is one prompt).
+        mode: a Mode or a preset name ("hard", "soft", "fuzzy-greedy", ...).
+        n: rollouts per prompt.
+        max_cot_tokens: CoT length limit L (paper: 128 for GSM8K training, 512 at evaluation).
+        max_answer_tokens: answer length limit (paper: 32).
+        seed: same seed, same rollouts, whatever the batch.
+        trace: True or a TraceConfig to record a Trace (top-k weights, entropy, noise, nearest tokens...).
+        answer_cue: the text whose appearance in the shadow text ends the CoT.
+        progress: optional callback(step, max_steps).
+
+    Returns: Rollouts (with `.trace` when asked).
+
+    Example:
+        >>> model, tok = load_model()
+        >>> r = generate(model, tok, ["User: Tom has 3 apples. ... Assistant:"], "soft", n=4, seed=0)
+        >>> r.answers
+    """
+    mode = Mode.preset(mode) if isinstance(mode, str) else mode
+    trace_cfg = TraceConfig() if trace is True else (trace or None)
+    device = next(model.parameters()).device
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad_id = eos_id if pad_id is None else pad_id
+    cue_core = answer_cue.rstrip()
+    early_prefill = tokenizer.encode(answer_cue[len(cue_core):] + BOX_OPEN, add_special_tokens=False)
+    late_prefill = tokenizer.encode(" " + cue_core + " " + BOX_OPEN, add_special_tokens=False)
+    cue_window = len(tokenizer.encode(" " + cue_core, add_special_tokens=False)) + 2
+    context = getattr(model.config, "max_position_embeddings", None)
+    prompts, prompt_tok = _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context,
+                                    len(late_prefill))
+
+    # ---- rows, generators, left-padded prompt batch ----
+    rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]
+    B = len(rows)
+    gens = mixing.row_generators([rollout_seed(seed, pi, j) for pi, j in rows], device)
+    row_ids = [prompt_tok[pi] for pi, _ in rows]
+    W = max(map(len, row_ids))
+    ids = torch.full((B, W), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, W), dtype=torch.long)
+    for b, r in enumerate(row_ids):
+        ids[b, W - len(r):] = torch.tensor(r)
+        mask[b, W - len(r):] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate does
+
+    E = embedding_matrix(model)  # (V, d) in the model's dtype
+    embed = model.get_input_embeddings()
+    E32 = E.float()
+    V, d = E.shape
+    sigma = mixing.noise_std(E, mode.noise_scale) if mode.is_mixture else 0.0
+
+    # ---- prefill the prompts ----
+    cache_name, has_keep = _forward_kwargs(model)
+    extra = {"logits_to_keep": 1} if has_keep else {}
+    from transformers import DynamicCache
+
+    hook_ctx = None
+    if trace_cfg and trace_cfg.layers:
+        from softviz.hooks import recording
+        hook_ctx = recording(model, trace_cfg.layers)
+        recorder = hook_ctx.__enter__()
+    try:
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                    **{cache_name: DynamicCache(config=model.config)}, **extra)
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        logits = out.logits[:, -1]
+        next_pos = pos[:, -1] + 1
+
+        phase = torch.full((B,), COT, dtype=torch.long)
+        queue: list[list[int]] = [[] for _ in range(B)]
+        prefills: list[list[int]] = [[] for _ in range(B)]
+        cot_end = [""] * B
+        shadow: list[list[int]] = [[] for _ in range(B)]
+        answers: list[list[int]] = [[] for _ in range(B)]
+        answer_lp: list[list[float]] = [[] for _ in range(B)]
+        cold = [0] * B  # consecutive low-entropy steps (Cold Stop)
+        per_step: list[dict] = []  # CoT records, one dict of (B, ...) tensors per CoT step
+        max_steps = max_cot_tokens + len(late_prefill) + max_answer_tokens
+        for step in range(max_steps):
+            inp = torch.zeros((B, d), dtype=E.dtype, device=device)
+            cur = phase.clone()  # each row acts on its phase at the start of the step
+            cot_rows = (cur == COT).nonzero().squeeze(-1)
+            if len(cot_rows):
+                fed, rec = _cot_step(logits[cot_rows.to(device)], mode, [gens[i] for i in cot_rows], E32, embed,
+                                     sigma, trace_cfg)
+                inp[cot_rows.to(device)] = fed
+                cold_H = rec.pop("cold_entropy").tolist()
+                per_step.append(_scatter(rec, cot_rows, B))
+                for j, (b, t) in enumerate(zip(cot_rows.tolist(), rec["tokens"].tolist())):
+                    shadow[b].append(t)
+                    low = mode.cold_stop_entropy is not None and cold_H[j] < mode.cold_stop_entropy
+                    cold[b] = cold[b] + 1 if low else 0
+                    tail = tokenizer.decode(shadow[b][-cue_window:], skip_special_tokens=True)
+                    if tail.rstrip().endswith(cue_core):  # paper App. C: the shadow text ends with the cue
+                        cot_end[b], prefills[b] = "cue", list(early_prefill)
+                    elif low and cold[b] >= mode.cold_stop_steps:
+                        cot_end[b], prefills[b] = "cold_stop", list(late_prefill)
+                    elif len(shadow[b]) >= max_cot_tokens:
+                        cot_end[b], prefills[b] = "max_tokens", list(late_prefill)
+                    else:
+                        continue
+                    phase[b], queue[b] = PREFILL, list(prefills[b])  # this step's CoT input is still fed
+            hard_rows, hard_ids = [], []
+            for b in (cur == PREFILL).nonzero().squeeze(-1).tolist():
+                hard_rows.append(b)
+                hard_ids.append(queue[b].pop(0))
+                if not queue[b]:
+                    phase[b] = ANSWER
+            ans_rows = (cur == ANSWER).nonzero().squeeze(-1).tolist()
+            if ans_rows:
+                tok, lp = _answer_step(logits[torch.tensor(ans_rows, device=device)], mode.answer_temperature,
+                                       [gens[b] for b in ans_rows])
+                for b, t, l in zip(ans_rows, tok.tolist(), lp.tolist()):
+                    answers[b].append(t)
+                    answer_lp[b].append(l)
+                    if t == eos_id or len(answers[b]) >= max_answer_tokens:
+                        phase[b] = DONE
+                    else:
+                        hard_rows.append(b)
+                        hard_ids.append(t)
+            if hard_rows:
+                inp[torch.tensor(hard_rows, device=device)] = embed(torch.tensor(hard_ids, device=device))
+            if progress:
+                progress(step + 1, max_steps)
+            if bool((phase == DONE).all()):
+                break
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+            out = model(inputs_embeds=inp[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                        use_cache=True, **{cache_name: cache})
+            cache = out.cache if hasattr(out, "cache") else out.past_key_values
+            logits = out.logits[:, -1]
+            next_pos = next_pos + 1
+    finally:
+        if hook_ctx is not None:
+            hook_ctx.__exit__(None, None, None)
+
+    return _assemble(tokenizer, model, prompts, rows, row_ids, per_step, shadow, cot_end, prefills, answers,
+                     answer_lp, mode, seed, sigma, trace_cfg, E, recorder.outputs if hook_ctx else None, pad_id)
+
+
+def _cot_step(logits: Tensor, mode: Mode, gens, E32: Tensor, embed, sigma: float, trace_cfg: TraceConfig | None):
+    """One CoT decision for the rows in its CoT. Returns (the input to feed, in the model dtype; records)."""
+    ms = mixing.mix_step(logits, mode, gens)
+    rec = {"tokens": ms.token, "entropy": ms.entropy}
+    if mode.cold_stop_entropy is not None:  # Soft Thinking measures it after temperature, before filters
+        rec["cold_entropy"] = mixing.entropy(mixing.cot_probs(logits, mode.cot_temperature))
+    else:
+        rec["cold_entropy"] = torch.zeros_like(ms.entropy)
+    if mode.kind == "hard":
+        fed = embed(ms.token)
+        picked = ms.probs.gather(-1, ms.token[:, None]).squeeze(-1)
+        rec["logprob"] = torch.log(picked) if mode.cot_temperature > 0 else torch.zeros_like(picked)
+        noise = None
+        if trace_cfg:
+            rec["inputs"] = fed.float()
+    else:
+        h = mixing.mixture_embedding(ms.weights, E32)  # (n, d) fp32: the clean mixture p·E
+        if sigma > 0:
+            noise = mixing.gaussian_noise(h.shape[-1], sigma, gens, h.device)
+            x = h + noise  # h̃ = p·E + σε (paper eq. 6)
+            rec["logprob"] = mixing.gaussian_log_prob(x, h, sigma)
+        else:
+            noise, x = None, h
+            rec["logprob"] = torch.zeros_like(ms.entropy)
+        rec["inputs"] = x
+        fed = x.to(embed.weight.dtype)
+    if trace_cfg:
+        w = ms.weights if ms.weights is not None else ms.probs
+        k = min(trace_cfg.top_k, w.shape[-1])
+        rec["topk_weights"], rec["topk_ids"] = w.topk(k, dim=-1)
+        rec["weight_entropy"] = mixing.entropy(ms.weights) if ms.weights is not None else torch.zeros_like(ms.entropy)
+        rec["noise_norm"] = noise.norm(dim=-1) if noise is not None else torch.zeros_like(ms.entropy)
+    return fed, rec
+
+
+def _scatter(rec: dict, rows: Tensor, B: int) -> dict:
+    """Per-row records of the CoT rows (n, ...) -> (B, ...) tensors with zeros for the other rows."""
+    out = {}
+    idx = rows.to(next(iter(rec.values())).device)
+    for key, t in rec.items():
+        full = torch.zeros((B, *t.shape[1:]), dtype=t.dtype, device=t.device)
+        full[idx] = t
+        out[key] = full
+    return out
+
+
+def _answer_step(logits: Tensor, temperature: float, gens):
+    """Hard answer tokens: argmax (temperature 0) or a sample; log-probs at the sampling temperature (1 if greedy)."""
+    logits = logits.float()
+    if temperature == 0:
+        tok = logits.argmax(-1)
+        lp = torch.log_softmax(logits, -1)
+    else:
+        lp = torch.log_softmax(logits / temperature, -1)
+        tok = mixing.sample_categorical(lp.exp(), gens)
+    return tok, lp.gather(-1, tok[:, None]).squeeze(-1)
+
+
+def _pad(seqs: list[list], fill, dtype) -> Tensor:
+    width = max([len(s) for s in seqs] + [1])
+    out = torch.full((len(seqs), width), fill, dtype=dtype)
+    for i, s in enumerate(seqs):
+        if s:
+            out[i, : len(s)] = torch.tensor(s, dtype=dtype)
+    return out
+
+
+def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, shadow, cot_end, prefills, answers, answer_lp,
+              mode, seed, sigma, trace_cfg, E, layer_outputs, pad_id) -> Rollouts:
+    B = len(rows)
+    lengths = torch.tensor([len(s) for s in shadow])
+    steps = {k: torch.stack([r[k] for r in per_step], dim=1).cpu() for k in per_step[0]}  # (B, T, ...)
+    valid = torch.arange(lengths.max())[None, :] < lengths[:, None]  # (B, T)
+    cot_tokens = steps["tokens"].masked_fill(~valid, pad_id)
+    answer_texts = [tokenizer.decode(p + a, skip_special_tokens=True) for p, a in zip(prefills, answers)]
+    out = Rollouts(
+        prompts=prompts,
+        prompt_index=torch.tensor([pi for pi, _ in rows]),
+        sample_index=torch.tensor([j for _, j in rows]),
+        prompt_ids=row_ids,
+        cot_tokens=cot_tokens,
+        cot_inputs=steps["inputs"] * valid[..., None] if mode.is_mixture else None,
+        cot_lengths=lengths,
+        cot_logprobs=steps["logprob"] * valid,
+        cot_entropy=steps["entropy"] * valid,
+        cot_end=cot_end,
+        prefill_ids=prefills,
+        answer_ids=_pad(answers, pad_id, torch.long),
+        answer_lengths=torch.tensor([len(a) for a in answers]),
+        answer_logprobs=_pad(answer_lp, 0.0, torch.float32),
+        cot_texts=[tokenizer.decode(s, skip_special_tokens=True) for s in shadow],
+        answer_texts=answer_texts,
+        answers=[extract_boxed(t) for t in answer_texts],
+        mode=mode, seed=seed, sigma=sigma,
+    )
+    if trace_cfg:
+        out.trace = _build_trace(out, steps, valid, trace_cfg, tokenizer, model, E, layer_outputs)
+    return out
+
+
+def _build_trace(r: Rollouts, steps: dict, valid: Tensor, cfg: TraceConfig, tokenizer, model, E, layer_outputs):
+    B, T = valid.shape
+    inputs = steps["inputs"]  # (B, T, d) fp32
+    kn = min(cfg.nearest_k, E.shape[0])
+    near_ids = torch.zeros((B, T, kn), dtype=torch.long)
+    near_scores = torch.zeros((B, T, kn))
+    if kn:
+        # One batched search over all valid steps after the loop: E is read once, not once per step.
+        ids, scores = mixing.nearest_tokens(inputs[valid].to(E.device), E, kn, cfg.nearest_metric)
+        near_ids[valid], near_scores[valid] = ids.cpu(), scores.cpu()
+    layers = {}
+    for name, outs in (layer_outputs or {}).items():
+        layers[name] = torch.stack(outs[1 : T + 1], dim=1) * valid[..., None]  # output at CoT input t: call t+1
+    tokens = r.cot_tokens
+    used = torch.cat([tokens[valid], steps["topk_ids"][valid].flatten(), near_ids[valid].flatten()]).unique()
+    token_strings = {int(i): tokenizer.decode([int(i)]) for i in used.tolist()}
+    meta = {
+        "mode": dataclasses.asdict(r.mode), "mode_label": r.mode.label, "seed": r.seed, "sigma": r.sigma,
+        "model": getattr(model, "name_or_path", None) or model.config.model_type,
+        "prompts": r.prompts, "prompt_index": r.prompt_index.tolist(), "sample_index": r.sample_index.tolist(),
+        "cot_texts": r.cot_texts, "answer_texts": r.answer_texts, "answers": r.answers, "cot_end": r.cot_end,
+        "nearest_metric": cfg.nearest_metric,
+    }
+    return Trace(tokens=tokens, topk_ids=steps["topk_ids"], topk_weights=steps["topk_weights"] * valid[..., None],
+                 entropy=r.cot_entropy, weight_entropy=steps["weight_entropy"] * valid,
+                 noise_norm=steps["noise_norm"] * valid, nearest_ids=near_ids, nearest_scores=near_scores,
+                 lengths=r.cot_lengths, meta=meta, token_strings=token_strings,
+                 inputs=inputs * valid[..., None] if cfg.keep_inputs else None, layers=layers)

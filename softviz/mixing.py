@@ -1,0 +1,239 @@
+"""Pure tensor math of soft tokens: mixture weights, p·E, noise, σ, Gaussian log-density, entropy, neighbours.
+
+Equations refer to Butt et al. 2025 (arXiv 2509.19170) unless stated: p = softmax(logits/τ) (§3),
+h̃⁰_t = p_{t−1}E + σε (eq. 6), σ = γ·RMS(E) (§4), log π(h̃⁰_t) = −‖h̃⁰_t − p_{t−1}E‖²/(2σ²) + c (eq. 9).
+Shapes: B rows (rollouts), V vocabulary, d embedding size, k kept entries. All math runs in fp32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from softviz.config import Mode
+
+Generators = Sequence[torch.Generator]  # one generator per row: a rollout replays alone or in any batch
+
+
+def fp32(x: Tensor) -> Tensor:
+    """At least fp32: bf16/fp16 go up to fp32, fp64 stays (so gradient checks can run in double)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+# ---- distributions ---------------------------------------------------------------------------------
+
+def cot_probs(logits: Tensor, temperature: float) -> Tensor:
+    """p = softmax(logits / τ) in fp32 (paper §3); τ = 0 is the argmax one-hot, by continuity.
+
+    Args: logits (B, V). Returns: (B, V) fp32, rows sum to 1.
+    """
+    logits = fp32(logits)
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1]).float()
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def filter_probs(probs: Tensor, top_k: int | None = None, top_p: float | None = None,
+                 min_p: float | None = None) -> Tensor:
+    """Soft Thinking's filters (paper.md §5.1 steps 3-4): top-k, then top-p, then min-p, renormalised.
+
+    Args: probs (B, V). Returns: (B, V) with the dropped entries set to 0, rows summing to 1.
+    """
+    if top_k is None and top_p is None and min_p is None:
+        return probs
+    keep = torch.ones_like(probs, dtype=torch.bool)
+    if top_k is not None and top_k < probs.shape[-1]:
+        kth = probs.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
+        keep &= probs >= kth
+    if top_p is not None and top_p < 1:
+        p = probs * keep
+        p = p / p.sum(-1, keepdim=True)
+        sorted_p, order = p.sort(-1, descending=True)
+        # keep a token if the mass strictly before it is < top_p (so the top token is always kept)
+        before = sorted_p.cumsum(-1) - sorted_p
+        keep &= torch.zeros_like(keep).scatter(-1, order, before < top_p)
+    if min_p is not None and min_p > 0:
+        keep &= probs >= min_p * probs.max(-1, keepdim=True).values
+    p = probs * keep
+    return p / p.sum(-1, keepdim=True)
+
+
+def entropy(probs: Tensor) -> Tensor:
+    """H(p) = −Σ p log p in nats, with 0·log 0 = 0. probs (..., V) -> (...)."""
+    p = fp32(probs)
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+
+
+# ---- randomness, one generator per row -------------------------------------------------------------
+
+def row_generators(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
+    """A torch.Generator per row, seeded from `seeds` (see generate.rollout_seed)."""
+    gens = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        g.manual_seed(int(s))
+        gens.append(g)
+    return gens
+
+
+def _rand(gens: Generators, n: int, device, normal: bool = False) -> Tensor:
+    draw = torch.randn if normal else torch.rand
+    return torch.stack([draw(n, generator=g, device=device) for g in gens])  # (B, n)
+
+
+def sample_categorical(probs: Tensor, gens: Generators) -> Tensor:
+    """One token per row from probs (B, V), by inverse CDF with one uniform draw per row. Returns (B,) long."""
+    u = _rand(gens, 1, probs.device)  # (B, 1)
+    cdf = probs.cumsum(-1)  # (B, V)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
+    return idx.squeeze(-1).clamp_max(probs.shape[-1] - 1)
+
+
+def gaussian_noise(shape_d: int, sigma: float, gens: Generators, device) -> Tensor:
+    """σ·ε with ε ~ N(0, I_d) drawn per row (paper eq. 6: fresh noise at every step and rollout). (B, d)."""
+    return sigma * _rand(gens, shape_d, device, normal=True)
+
+
+# ---- embeddings ------------------------------------------------------------------------------------
+
+def embedding_rms(E: Tensor) -> float:
+    """Per-coordinate RMS of the whole input-embedding matrix: sqrt(mean_ij E_ij²) (paper.md §1.3, reading a)."""
+    return E.float().pow(2).mean().sqrt().item()
+
+
+def noise_std(E: Tensor, gamma: float) -> float:
+    """σ = γ·RMS(E) (paper §4: "0.33 times the root-mean-square norm of the token embeddings")."""
+    return gamma * embedding_rms(E)
+
+
+def mixture_embedding(weights: Tensor, E: Tensor) -> Tensor:
+    """The clean soft input h⁰ = p·E (paper eq. 5), in fp32.
+
+    Rows with few non-zero weights (fuzzy, top-k modes) gather only those rows of E; dense rows use one
+    matmul. Both compute the same sum.
+
+    Args: weights (B, V), E (V, d). Returns: (B, d) fp32.
+    """
+    weights = fp32(weights)
+    nnz = int((weights > 0).sum(-1).max())
+    if nnz * 16 <= weights.shape[-1]:
+        w, idx = weights.topk(nnz, dim=-1)  # (B, k)
+        return torch.einsum("bk,bkd->bd", w, E[idx].to(w.dtype))
+    return weights @ E.to(weights.dtype)
+
+
+def gaussian_log_prob(x: Tensor, mean: Tensor, sigma: float, include_constant: bool = False) -> Tensor:
+    """log N(x; mean, σ²I) = −‖x − mean‖²/(2σ²) [− (d/2)·log(2πσ²)] (paper eq. 9). (..., d) -> (...).
+
+    The constant does not depend on the model and cancels in the gradient, so it is dropped by default.
+    """
+    if sigma <= 0:
+        raise ValueError("gaussian_log_prob needs σ > 0: a noiseless soft token has no density")
+    diff = fp32(x) - fp32(mean)
+    lp = -diff.pow(2).sum(-1) / (2 * sigma**2)
+    if include_constant:
+        lp = lp - 0.5 * x.shape[-1] * math.log(2 * math.pi * sigma**2)
+    return lp
+
+
+def nearest_tokens(x: Tensor, E: Tensor, k: int, metric: str = "cosine", chunk: int = 256):
+    """The k vocabulary rows of E nearest to each vector of x.
+
+    Args: x (N, d), E (V, d); metric "cosine" (similarity, higher is nearer) or "l2" (distance, lower).
+    Returns: ids (N, k) long, scores (N, k) fp32, nearest first.
+    """
+    if metric not in ("cosine", "l2"):
+        raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
+    Ef = E.float()
+    e_norm2 = Ef.pow(2).sum(-1)  # (V,)
+    ids, scores = [], []
+    for xc in x.float().split(chunk):
+        dots = xc @ Ef.T  # (n, V)
+        if metric == "cosine":
+            s = dots / (xc.norm(dim=-1, keepdim=True) * e_norm2.sqrt()).clamp_min(1e-12)
+            v, i = s.topk(k, dim=-1)
+        else:
+            d2 = (xc.pow(2).sum(-1, keepdim=True) - 2 * dots + e_norm2).clamp_min(0)
+            v, i = d2.topk(k, dim=-1, largest=False)
+            v = v.sqrt()
+        ids.append(i)
+        scores.append(v)
+    return torch.cat(ids), torch.cat(scores)
+
+
+# ---- the weights of each mode ------------------------------------------------------------------------
+
+def moi_weights(probs: Tensor, token: Tensor, beta: float) -> Tensor:
+    """Mixture of Inputs (Zhuang et al. 2025, eq. 5): w = (H·p + (β + 1 − H)·onehot(y)) / (β + 1).
+
+    H is the entropy of p normalised by the log of its support size (MoI uses the top-20 logprobs and
+    log 20), so H ∈ [0, 1]. probs (B, V), token (B,) -> (B, V).
+    """
+    support = (probs > 0).sum(-1).float()
+    H = (entropy(probs) / torch.log(support).clamp_min(1e-12)).clamp(0, 1).unsqueeze(-1)  # (B, 1)
+    onehot = torch.nn.functional.one_hot(token, probs.shape[-1]).float()
+    return (H * probs + (beta + 1 - H) * onehot) / (beta + 1)
+
+
+def gumbel_weights(probs: Tensor, tau_g: float, gens: Generators) -> Tensor:
+    """Gumbel-softmax over the support of probs (Wu et al. 2025): softmax((log p + g)/τ_g), g ~ Gumbel(0,1)."""
+    u = _rand(gens, probs.shape[-1], probs.device).clamp(1e-10, 1 - 1e-10)
+    g = -torch.log(-torch.log(u))
+    logits = torch.where(probs > 0, (torch.log(probs.clamp_min(1e-30)) + g) / tau_g, -math.inf)
+    return torch.softmax(logits, -1)
+
+
+def dirichlet_weights(probs: Tensor, alpha: float, gens: Generators) -> Tensor:
+    """Dirichlet resampling over the support of probs (Wu et al. 2025): w ~ Dir(α·p)."""
+    rows = []
+    for p, g in zip(probs, gens):
+        idx = (p > 0).nonzero().squeeze(-1)
+        conc = (alpha * p[idx]).clamp_min(1e-6)
+        # Dir(c) = normalised Gamma(c_i, 1) draws. torch's Gamma sampler takes no generator, so we seed the
+        # global RNG from this row's generator inside fork_rng (which restores the global state after).
+        seed = int(torch.randint(0, 2**62, (1,), generator=g, device=p.device).item())
+        with torch.random.fork_rng(devices=[p.device] if p.is_cuda else []):
+            torch.manual_seed(seed)
+            gam = torch._standard_gamma(conc)
+        w = torch.zeros_like(p)
+        w[idx] = gam / gam.sum().clamp_min(1e-30)
+        rows.append(w)
+    return torch.stack(rows)
+
+
+@dataclasses.dataclass
+class MixStep:
+    """What one CoT step decides, for every row. Shapes (B, V) or (B,)."""
+
+    probs: Tensor  # the mode's distribution softmax(logits/τ), after its filters
+    weights: Tensor | None  # the mixture actually fed (None for hard tokens)
+    token: Tensor  # the text token: sampled (hard, MoI) or the argmax "shadow" token (paper App. C)
+    entropy: Tensor  # entropy of softmax(logits) at temperature 1: the model's own uncertainty (paper Fig. 4)
+
+
+def mix_step(logits: Tensor, mode: Mode, gens: Generators) -> MixStep:
+    """Turn next-token logits (B, V) into the next CoT decision under `mode` (no noise yet: see gaussian_noise)."""
+    logits = logits.float()
+    H = entropy(torch.softmax(logits, -1))
+    probs = filter_probs(cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
+    if mode.kind == "hard":
+        token = probs.argmax(-1) if mode.cot_temperature == 0 else sample_categorical(probs, gens)
+        return MixStep(probs, None, token, H)
+    if mode.kind in ("soft", "soft_thinking"):
+        weights, token = probs, probs.argmax(-1)
+    elif mode.kind == "mixture_of_inputs":
+        token = sample_categorical(probs, gens)
+        weights = moi_weights(probs, token, mode.moi_beta)
+    elif mode.kind == "gumbel":
+        weights = gumbel_weights(probs, mode.gumbel_temperature, gens)
+        token = weights.argmax(-1)
+    elif mode.kind == "dirichlet":
+        weights = dirichlet_weights(probs, mode.dirichlet_alpha, gens)
+        token = weights.argmax(-1)
+    else:  # pragma: no cover - Mode validates kind
+        raise AssertionError(mode.kind)
+    return MixStep(probs, weights, token, H)

@@ -1,0 +1,226 @@
+"""RL for soft-token CoTs: advantages, teacher-forced sequence log-probs, and the policy-gradient loss.
+
+The paper's objective (Butt et al. 2025, eq. 7-10, App. A): REINFORCE with a leave-one-out baseline (RLOO),
+    L = −(1/(B·G)) Σ_b Σ_g A_bg · ( Σ_t log π(h̃_t | h̃_<t) + Σ_j log π(a_j | h̃, a_<j) ),
+with log π(h̃_t | ·) = −‖h̃_t − p_{t−1}E‖²/(2σ²) for a soft or fuzzy CoT step (the stored noisy input is the
+action, p_{t−1}E is recomputed by the current model), the categorical log-prob for a hard CoT token, and
+the categorical log-prob of each sampled answer token. Prefilled tokens carry no term.
+
+Where softviz departs from the paper, or fills a gap it leaves (reference/paper.md §6):
+ 1. GRPO advantages (group mean and std) are offered besides RLOO; RLOO is the default.
+ 2. Optional PPO-style per-token ratio clipping (`epsilon`) and a KL penalty to a frozen reference (`beta`,
+    k3 estimator); the paper uses neither (both off by default). With one update per batch the clipped
+    objective equals the plain one.
+ 3. Gradient-norm clipping at 1.0 by default (the paper does not say; its sibling paper uses 1.0).
+ 4. Answers are sampled at temperature 1.0 in training (the paper says "sampled in a standard way").
+ 5. σ is computed once from the base model's embedding matrix and kept fixed while E trains.
+ 6. Rollouts use the engine's per-row generators; the paper's batch is 2 prompts x 32 samples, ours is set
+    by `RLConfig` (small defaults for CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from softviz import mixing
+from softviz.config import Mode
+from softviz.generate import Rollouts, embedding_matrix
+
+
+# ---- advantages --------------------------------------------------------------------------------------
+
+def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:
+    """A_bg = r_bg − mean of the other G−1 rewards of the group (Kool et al. 2019; paper App. A).
+
+    Args: rewards (B·G,) grouped contiguously (prompt-major). Returns (B·G,); each group sums to zero.
+    """
+    if group_size < 2:
+        raise ValueError("RLOO needs group_size >= 2: the baseline is the mean of the *other* samples")
+    r = rewards.float().view(-1, group_size)  # (B, G)
+    baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
+    return (r - baseline).view(-1)
+
+
+def grpo_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> Tensor:
+    """A_bg = (r_bg − mean_g r) / (std_g r + eps) (Shao et al. 2024); `scale=False` keeps only the centring
+    (Dr. GRPO). Args: rewards (B·G,). Returns (B·G,)."""
+    if group_size < 2:
+        raise ValueError("GRPO needs group_size >= 2 to normalise within a group")
+    r = rewards.float().view(-1, group_size)
+    a = r - r.mean(1, keepdim=True)
+    if scale:
+        a = a / (r.std(1, keepdim=True) + eps)
+    return a.view(-1)
+
+
+# ---- teacher-forced log-probs ----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class SequenceLogProbs:
+    """Per-action log-probs of a batch of rollouts under the current model (with grad)."""
+
+    cot: Tensor  # (B, T): Gaussian (soft/fuzzy) or categorical (hard) term per CoT step
+    answer: Tensor  # (B, A): categorical log-prob of each sampled answer token
+    cot_mask: Tensor  # (B, T) bool
+    answer_mask: Tensor  # (B, A) bool
+    cot_entropy: Tensor  # (B, T) entropy of softmax(logits) at CoT positions (no grad), nats
+
+    def per_sequence(self) -> Tensor:
+        """Σ over CoT and answer actions, no length normalisation (paper App. A). (B,)"""
+        return (self.cot * self.cot_mask).sum(1) + (self.answer * self.answer_mask).sum(1)
+
+
+def check_trainable(mode: Mode) -> None:
+    """Only policies with a density can be trained by policy gradient."""
+    if mode.kind == "hard" and mode.cot_temperature > 0:
+        return
+    if mode.kind == "soft" and mode.noise_scale > 0:
+        return
+    raise ValueError(f"mode {mode.label!r} cannot be trained by policy gradient: use hard tokens with τ > 0, or "
+                     "soft/fuzzy with noise_scale γ > 0 (the noise gives the Gaussian density, paper eq. 9)")
+
+
+def _layout(r: Rollouts):
+    """Per row: prompt length P, CoT length T, prefill length F, answer length A; and the padded width."""
+    P = torch.tensor([len(p) for p in r.prompt_ids])
+    T = r.cot_lengths
+    F = torch.tensor([len(p) for p in r.prefill_ids])
+    A = r.answer_lengths
+    return P, T, F, A, int((P + T + F + A).max())
+
+
+def build_inputs(model, r: Rollouts):
+    """inputs_embeds (B, L, d) for [prompt | CoT | prefill | answer], right-padded, and the attention mask.
+
+    CoT positions hold the stored noisy inputs (constants: the actions) for mixtures, or the embeddings of
+    the CoT tokens for hard rollouts. Gradients reach E through the hard-token embeddings.
+    """
+    P, T, F, A, L = _layout(r)
+    B = len(P)
+    device = next(model.parameters()).device
+    ids = torch.zeros((B, L), dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.long)
+    soft = torch.zeros((B, L), dtype=torch.bool)
+    for b in range(B):
+        p, t, f, a = int(P[b]), int(T[b]), int(F[b]), int(A[b])
+        row = list(r.prompt_ids[b]) + r.cot_tokens[b, :t].tolist() + list(r.prefill_ids[b]) + r.answer_ids[b, :a].tolist()
+        ids[b, : len(row)] = torch.tensor(row)
+        mask[b, : len(row)] = 1
+        if r.cot_inputs is not None:
+            soft[b, p : p + t] = True
+    emb = model.get_input_embeddings()(ids.to(device))  # (B, L, d), with grad into E
+    if r.cot_inputs is not None:
+        values = torch.zeros((B, L, emb.shape[-1]), dtype=r.cot_inputs.dtype)
+        cot_valid = torch.arange(r.cot_inputs.shape[1])[None, :] < T[:, None]
+        values[soft] = r.cot_inputs[cot_valid]
+        emb = torch.where(soft.to(device)[..., None], values.to(device, emb.dtype), emb)
+    return emb, mask.to(device)
+
+
+def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: float | None = None,
+                      chunk: int = 1024) -> SequenceLogProbs:
+    """Recompute every action's log-prob in one teacher-forced pass (paper.md §2.1, "practical loss").
+
+    Args:
+        model: the policy (its current weights); r: rollouts it (or an earlier version) produced.
+        mode: the rollout mode (default r.mode); sigma: σ of the Gaussian term (default r.sigma).
+        chunk: positions per chunk when applying the LM head and p·E (bounds memory on large vocabularies).
+    """
+    mode = mode or r.mode
+    sigma = r.sigma if sigma is None else sigma
+    check_trainable(mode)
+    P, T, F, A, L = _layout(r)
+    B = len(P)
+    emb, mask = build_inputs(model, r)
+    hidden = model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state  # (B, L, d)
+    head = model.get_output_embeddings()
+    device = hidden.device
+    Tm, Am = r.cot_tokens.shape[1], r.answer_ids.shape[1]
+    # position predicting CoT step t is P + t − 1; answer token j is predicted at P + T + F + j − 1
+    t_idx = (P[:, None] + torch.arange(Tm)[None, :] - 1).clamp_max(L - 1)
+    a_idx = ((P + T + F)[:, None] + torch.arange(Am)[None, :] - 1).clamp_max(L - 1)
+    cot_mask = torch.arange(Tm)[None, :] < T[:, None]
+    ans_mask = torch.arange(Am)[None, :] < A[:, None]
+    rows = torch.arange(B)[:, None]
+    E = embedding_matrix(model)
+    ans_temp = mode.answer_temperature or 1.0
+
+    def cot_terms(h, tok, x):  # h (n, d) hidden, tok (n,), x (n, d) stored inputs
+        logits = mixing.fp32(head(h))
+        H = mixing.entropy(torch.softmax(logits.detach(), -1))
+        if mode.kind == "hard":
+            lp = torch.log_softmax(logits / mode.cot_temperature, -1).gather(-1, tok[:, None]).squeeze(-1)
+        else:
+            p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
+            lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E), sigma)  # grads via p and E
+        return lp, H
+
+    sel = cot_mask
+    h_cot = hidden[rows.expand_as(t_idx)[sel], t_idx[sel].to(device)]  # (N, d)
+    tok_cot = r.cot_tokens[sel].to(device)
+    x_cot = r.cot_inputs[sel].to(device) if r.cot_inputs is not None else torch.zeros_like(h_cot)
+    lps, Hs = [], []
+    for s in range(0, len(h_cot), chunk):
+        lp, H = cot_terms(h_cot[s : s + chunk], tok_cot[s : s + chunk], x_cot[s : s + chunk])
+        lps.append(lp)
+        Hs.append(H)
+    cot = torch.zeros((B, Tm), device=device, dtype=lps[0].dtype if lps else torch.float32)
+    cot_H = torch.zeros((B, Tm))
+    if lps:
+        cot = cot.index_put((rows.expand_as(t_idx)[sel].to(device), torch.arange(Tm).expand_as(t_idx)[sel].to(device)),
+                            torch.cat(lps))
+        cot_H[sel] = torch.cat(Hs).float().cpu()
+
+    sel = ans_mask
+    h_ans = hidden[rows.expand_as(a_idx)[sel], a_idx[sel].to(device)]
+    tok_ans = r.answer_ids[sel].to(device)
+    ans_lps = [torch.log_softmax(mixing.fp32(head(h_ans[s : s + chunk])) / ans_temp, -1)
+               .gather(-1, tok_ans[s : s + chunk, None]).squeeze(-1) for s in range(0, len(h_ans), chunk)]
+    answer = torch.zeros((B, Am), device=device, dtype=ans_lps[0].dtype if ans_lps else torch.float32)
+    if ans_lps:
+        answer = answer.index_put((rows.expand_as(a_idx)[sel].to(device), torch.arange(Am).expand_as(a_idx)[sel].to(device)),
+                                  torch.cat(ans_lps))
+    return SequenceLogProbs(cot, answer, cot_mask.to(device), ans_mask.to(device), cot_H)
+
+
+# ---- the loss ------------------------------------------------------------------------------------------------
+
+def policy_loss(logp: SequenceLogProbs, advantages: Tensor, *, old: SequenceLogProbs | None = None,
+                epsilon: float | None = None, ref: SequenceLogProbs | None = None,
+                beta: float = 0.0) -> tuple[Tensor, dict]:
+    """The paper's loss −mean_b(A_b · Σ_t log π_t), optionally with per-action ratio clipping and a KL penalty.
+
+    Args:
+        logp: current log-probs (with grad); advantages (B,) constants.
+        old, epsilon: log-probs at rollout time and the PPO clip range; the ratio is per action.
+        ref, beta: a frozen reference's log-probs and the KL weight (k3 estimator per action, summed).
+    Returns: (loss, metrics) with metrics as floats.
+    """
+    A = advantages.detach().to(logp.cot.device).float()
+    lp = torch.cat([logp.cot, logp.answer], 1)  # (B, T + A)
+    mask = torch.cat([logp.cot_mask, logp.answer_mask], 1).float()
+    metrics = {}
+    if epsilon is not None:
+        if old is None:
+            raise ValueError("ratio clipping (epsilon) needs the rollout-time log-probs `old`")
+        old_lp = torch.cat([old.cot, old.answer], 1).detach()
+        ratio = torch.exp(lp - old_lp)
+        clipped = ratio.clamp(1 - epsilon, 1 + epsilon)
+        surrogate = torch.minimum(ratio * A[:, None], clipped * A[:, None])
+        pg = -((surrogate * mask).sum(1)).mean()
+        metrics["clip_ratio"] = float((((ratio - clipped).abs() > 0).float() * mask).sum() / mask.sum().clamp_min(1))
+    else:
+        pg = -(A * (lp * mask).sum(1)).mean()
+    loss = pg
+    if beta:
+        if ref is None:
+            raise ValueError("a KL penalty (beta > 0) needs the reference model's log-probs `ref`")
+        diff = (torch.cat([ref.cot, ref.answer], 1).detach() - lp).clamp(-20, 20)
+        kl = ((torch.exp(diff) - diff - 1) * mask).sum(1).mean()  # k3, summed over actions
+        loss = loss + beta * kl
+        metrics["kl"] = float(kl.detach())
+    metrics["policy_loss"] = float(pg.detach())
+    return loss, metrics

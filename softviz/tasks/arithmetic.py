@@ -1,0 +1,165 @@
+"""The embedded task: multi-step arithmetic word problems in the paper's prompt format.
+
+`User: <question> Assistant: <reasoning steps> The final answer is: \\boxed{<n>}`. Two families share
+the arithmetic but not the wording: "story" (in-domain: the embedded model is trained on it) and
+"puzzle" (held out, for out-of-domain measurements). Every example is a pure function of
+(family, split, index), so splits are reproducible and disjoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+
+from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, Example, Task
+
+NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Max", "Emma", "Leo", "Zoe", "Jack", "Lucy",
+         "Noah", "Ella", "Omar", "Ruby", "Ivan", "Nina", "Carl", "Rosa"]
+ITEMS = ["apples", "pens", "books", "cards", "marbles", "stickers", "coins", "eggs", "shells",
+         "stamps", "cookies", "toys", "pencils", "candies", "balls", "flowers"]
+
+# Story family (in-domain). Each op: (symbol, sentence templates). {p} person, {q} other person,
+# {i} item, {n} operand.
+STORY_OPS = {
+    "+": ["{p} buys {n} more {i}.", "{p} finds {n} more {i}.", "{q} gives {p} {n} more {i}.",
+          "{p} wins {n} more {i}."],
+    "-": ["{p} gives {n} {i} to {q}.", "{p} loses {n} {i}.", "{p} sells {n} {i}.",
+          "{p} eats {n} of the {i}."],
+    "*": ["The number of {i} that {p} has grows {n} times.", "{p} makes it {n} times as many {i}."],
+    "/": ["{p} splits the {i} into {n} equal groups and keeps one group.",
+          "{p} shares the {i} equally with friends, {n} people in all, and keeps one share."],
+}
+STORY_START = ["{p} has {x} {i}.", "{p} starts with {x} {i}."]
+STORY_QUESTION = ["How many {i} does {p} have now?", "How many {i} does {p} have at the end?"]
+
+# Puzzle family (out-of-domain): same arithmetic, different words and sentence shapes.
+PUZZLE_OPS = {
+    "+": ["Add {n} to it.", "Increase it by {n}."],
+    "-": ["Take away {n}.", "Decrease it by {n}."],
+    "*": ["Multiply it by {n}.", "Scale it up {n} times."],
+    "/": ["Divide it by {n}.", "Cut it into {n} equal parts and keep one part."],
+}
+PUZZLE_START = ["Think of the number {x}.", "Begin with the number {x}."]
+PUZZLE_QUESTION = ["What number do you get?", "What is the result?"]
+
+SPLITS = ("train", "validation", "test")
+MAX_VALUE = 200  # every intermediate value stays in [0, MAX_VALUE]
+
+
+def _rng(*key) -> random.Random:
+    # A stable seed from the key (Python's hash() is salted per process, so use sha256).
+    digest = hashlib.sha256(repr(key).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "little"))
+
+
+def _operand(rng: random.Random, op: str, x: int) -> int | None:
+    """An operand for `x op n` that keeps the value a small non-negative integer, or None if impossible."""
+    if op == "+":
+        return rng.randint(1, min(20, MAX_VALUE - x)) if x < MAX_VALUE else None
+    if op == "-":
+        return rng.randint(1, min(20, x)) if x >= 1 else None
+    if op == "*":
+        ks = [k for k in (2, 3, 4, 5) if x * k <= MAX_VALUE and x >= 1]
+        return rng.choice(ks) if ks else None
+    ks = [k for k in (2, 3, 4, 5) if x % k == 0 and x >= k]
+    return rng.choice(ks) if ks else None
+
+
+def _apply(op: str, x: int, n: int) -> int:
+    return {"+": x + n, "-": x - n, "*": x * n, "/": x // n}[op]
+
+
+def make_problem(rng: random.Random, family: str = "story", mistake_rate: float = 0.0):
+    """One problem: (question, reasoning, answer). With `mistake_rate` > 0 some steps of the *reasoning*
+    carry a plausible arithmetic slip that the rest of the chain follows; the gold answer stays correct."""
+    ops_t, start_t, question_t = ((STORY_OPS, STORY_START, STORY_QUESTION) if family == "story"
+                                  else (PUZZLE_OPS, PUZZLE_START, PUZZLE_QUESTION))
+    p, q = rng.sample(NAMES, 2)
+    item = rng.choice(ITEMS)
+    x = rng.randint(2, 30)
+    n_ops = rng.randint(2, 4)
+    sentences = [rng.choice(start_t).format(p=p, x=x, i=item)]
+    steps = []  # (op, operand)
+    value = x
+    while len(steps) < n_ops:
+        op = rng.choice("+-*/")
+        n = _operand(rng, op, value)
+        if n is None:
+            continue
+        steps.append((op, n))
+        sentences.append(rng.choice(ops_t[op]).format(p=p, q=q, i=item, n=n))
+        value = _apply(op, value, n)
+    sentences.append(rng.choice(question_t).format(p=p, i=item))
+    # Reasoning: one equation per step, following the (possibly slipped) running value.
+    lines, shown = [], x
+    for op, n in steps:
+        result = _apply(op, shown, n)
+        if mistake_rate and rng.random() < mistake_rate:
+            result = max(0, result + rng.choice([-10, -2, -1, 1, 2, 10]))
+        lines.append(f"{shown} {op} {n} = {result}.")
+        shown = result
+    reasoning = " ".join(lines) + f" {ANSWER_CUE}{BOX_OPEN}{shown}}}"
+    return " ".join(sentences), reasoning, str(value)
+
+
+class ArithmeticTask(Task):
+    """Multi-step arithmetic word problems (2 to 4 of +, -, *, / on small integers).
+
+    Args:
+        family: "story" (in-domain) or "puzzle" (held-out wording, for out-of-domain measurements).
+    """
+
+    def __init__(self, family: str = "story"):
+        if family not in ("story", "puzzle"):
+            raise ValueError(f"family must be 'story' or 'puzzle', got {family!r}")
+        self.family = family
+        self.name = f"arithmetic-{family}"
+
+    def example(self, split: str, index: int, *, seed: int = 0, mistake_rate: float = 0.0) -> Example:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        rng = _rng(self.family, split, seed, index)
+        question, reasoning, answer = make_problem(rng, self.family, mistake_rate)
+        return Example(question, answer, reasoning, {"split": split, "index": index, "family": self.family})
+
+    def examples(self, split: str, n: int, *, seed: int = 0, start: int = 0,
+                 mistake_rate: float = 0.0) -> list[Example]:
+        """`n` examples of `split`; train examples that also occur in validation or test are skipped."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if split != "train":
+            return [self.example(split, i, seed=seed) for i in range(start, start + n)]
+        held_out = _held_out_questions(self.family, seed)
+        out, i = [], start
+        while len(out) < n:
+            ex = self.example("train", i, seed=seed, mistake_rate=mistake_rate)
+            if ex.question not in held_out:
+                out.append(ex)
+            i += 1
+        return out
+
+
+_HELD_OUT_SIZE = 2000  # validation and test are read from their first 2000 indices
+
+
+@functools.lru_cache(maxsize=4)
+def _held_out_questions(family: str, seed: int) -> frozenset[str]:
+    task = ArithmeticTask(family)
+    return frozenset(task.example(s, i, seed=seed).question
+                     for s in ("validation", "test") for i in range(_HELD_OUT_SIZE))
+
+
+def corpus(n: int = 2000) -> list[str]:
+    """Texts covering every word both families can produce (to build the tokenizer's vocabulary)."""
+    out = []
+    for family in ("story", "puzzle"):
+        task = ArithmeticTask(family)
+        for i in range(n):
+            ex = task.example("train", i)
+            out.append(f"{task.prompt(ex)} {ex.reasoning}")
+    # Make sure every template word appears even if sampling missed it.
+    for table in (STORY_OPS, PUZZLE_OPS):
+        out += [t for ts in table.values() for t in ts]
+    out += STORY_START + STORY_QUESTION + PUZZLE_START + PUZZLE_QUESTION + NAMES + ITEMS
+    return out

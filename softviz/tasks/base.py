@@ -1,0 +1,104 @@
+"""The task interface: how a problem becomes a prompt, where the CoT ends, and how an answer is scored.
+
+A task knows its prompt template, its answer cue (the text that ends the CoT, paper App. C) and how to
+check an extracted answer. The reward is the paper's eq. 11: 100 correct, 10 wrong but boxed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable
+
+# The paper's answer cue and the prefills that follow it (paper App. C): after an early stop the shadow
+# text ends with the cue and we prefill `\boxed{`; at the CoT length limit we prefill the cue and `\boxed{`.
+ANSWER_CUE = "The final answer is: "
+BOX_OPEN = "\\boxed{"
+
+REWARD_CORRECT = 100.0  # paper eq. 11
+REWARD_BOXED = 10.0  # wrong, but a \boxed{} answer could be extracted
+REWARD_NONE = 0.0
+
+# TRL's reward signature (ecosystem.md §1.2): keyword args `prompts`, `completions` and every dataset
+# column, returning one float (or None) per completion. softviz calls every reward function this way.
+RewardFn = Callable[..., list]
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One problem. `reasoning` is a worked solution when the task has one (used to train the embedded model)."""
+
+    question: str
+    answer: str  # the gold answer, as text
+    reasoning: str | None = None
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def extract_boxed(text: str) -> str | None:
+    """The content of the last complete `\\boxed{...}` in `text`, with nested braces balanced.
+
+    Returns None when there is no box, or when the last box is never closed. The last box wins because
+    models often restate an intermediate value in a box before the final one.
+
+    >>> extract_boxed("so \\\\boxed{\\\\frac{1}{2}} done")
+    '\\\\frac{1}{2}'
+    """
+    found = None
+    start = text.find(BOX_OPEN)
+    while start != -1:
+        depth, i = 1, start + len(BOX_OPEN)
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            found = text[start + len(BOX_OPEN) : i - 1].strip()
+        start = text.find(BOX_OPEN, start + 1)
+    return found
+
+
+_INT_RE = re.compile(r"^[+-]?\d+(?:\.0+)?$")
+
+
+def normalize_number(text: str | None) -> str | None:
+    """'1,200' -> '1200', '+7' -> '7', '12.0' -> '12', '-3 ' -> '-3'; anything not an integer is returned stripped."""
+    if text is None:
+        return None
+    t = text.strip().replace(",", "").replace(" ", "").strip("$")
+    if _INT_RE.match(t):
+        return str(int(float(t)))
+    return t
+
+
+class Task:
+    """Base class for tasks. Subclasses set `name`, implement `examples()` and may override `is_correct()`."""
+
+    name: str = "task"
+    answer_cue: str = ANSWER_CUE
+    prompt_template: str = "User: {question} Assistant:"
+
+    def prompt(self, example_or_question: Example | str) -> str:
+        q = example_or_question.question if isinstance(example_or_question, Example) else example_or_question
+        return self.prompt_template.format(question=q)
+
+    def examples(self, split: str, n: int, *, seed: int = 0) -> list[Example]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def is_correct(self, predicted: str | None, gold: str) -> bool:
+        """Exact match after number normalisation; real-data tasks override this with math-verify."""
+        return predicted is not None and normalize_number(predicted) == normalize_number(gold)
+
+    def score(self, completion: str, gold: str) -> float:
+        """The paper's reward (eq. 11) for one completion, i.e. the answer text after the CoT."""
+        pred = extract_boxed(completion)
+        if pred is None:
+            return REWARD_NONE
+        return REWARD_CORRECT if self.is_correct(pred, gold) else REWARD_BOXED
+
+    def reward(self, prompts: list[str] | None = None, completions: list[str] | None = None,
+               answer: list[str] | None = None, **kwargs) -> list[float]:
+        """TRL-style reward function: `reward(prompts=..., completions=..., answer=...) -> list[float]`."""
+        if completions is None or answer is None:
+            raise ValueError("reward() needs `completions` and `answer` (one gold answer per completion)")
+        if len(completions) != len(answer):
+            raise ValueError(f"got {len(completions)} completions but {len(answer)} gold answers")
+        return [self.score(c, a) for c, a in zip(completions, answer)]

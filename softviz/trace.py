@@ -1,0 +1,148 @@
+"""Trace: what a rollout recorded, per rollout and CoT step, as detached CPU tensors; save/load without a model.
+
+Its size grows with steps × k (top-k weights, nearest tokens), never with the vocabulary: token strings
+are kept only for the ids that appear in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+
+# Per-step tensors, all (B, T, ...) with B rollouts and T the longest CoT; positions >= lengths[b] are padding.
+STEP_FIELDS = {
+    "tokens": "text token per step: sampled (hard) or the argmax 'shadow' token (soft)",
+    "topk_ids": "ids of the k largest mixture weights (hard: of the sampling distribution)",
+    "topk_weights": "those weights",
+    "entropy": "entropy of softmax(logits) at temperature 1, in nats: the model's uncertainty",
+    "weight_entropy": "entropy of the weights actually mixed (0 for a hard token), in nats",
+    "noise_norm": "‖σε‖ of the noise added to the input (0 without noise)",
+    "nearest_ids": "nearest vocabulary tokens of the input actually fed",
+    "nearest_scores": "their cosine similarity (or L2 distance)",
+}
+
+
+@dataclasses.dataclass
+class Trace:
+    """Recorded CoT steps of B rollouts. Index with `trace["entropy"]` -> (B, T); `trace.step(t)`; `trace.rollout(b)`.
+
+    `inputs` (B, T, d) and `layers` {name: (B, T, d)} exist only when asked for in TraceConfig.
+    """
+
+    tokens: Tensor  # (B, T) long
+    topk_ids: Tensor  # (B, T, k) long
+    topk_weights: Tensor  # (B, T, k) fp32
+    entropy: Tensor  # (B, T) fp32
+    weight_entropy: Tensor  # (B, T) fp32
+    noise_norm: Tensor  # (B, T) fp32
+    nearest_ids: Tensor  # (B, T, kn) long
+    nearest_scores: Tensor  # (B, T, kn) fp32
+    lengths: Tensor  # (B,) long: CoT steps of each rollout
+    meta: dict  # mode, seed, sigma, model, prompts, prompt_index, sample_index, texts, answers, gold, ...
+    token_strings: dict[int, str]  # id -> text for every id in this trace
+    inputs: Tensor | None = None  # (B, T, d) fp32, the fed inputs (opt-in)
+    layers: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # name -> (B, T, d) (opt-in)
+
+    # ---- access ------------------------------------------------------------------------------------
+    def __getitem__(self, key: str):
+        if key in STEP_FIELDS or key in ("lengths", "inputs"):
+            return getattr(self, key)
+        if key in self.layers:
+            return self.layers[key]
+        raise KeyError(f"{key!r}: a Trace has {sorted(STEP_FIELDS)}, 'lengths', 'inputs' and layers {sorted(self.layers)}")
+
+    @property
+    def num_rollouts(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def mask(self) -> Tensor:
+        """(B, T) bool: True where the step exists."""
+        return torch.arange(self.num_steps)[None, :] < self.lengths[:, None]
+
+    def decode(self, ids) -> list[str]:
+        return [self.token_strings.get(int(i), f"<{int(i)}>") for i in torch.as_tensor(ids).flatten()]
+
+    def step(self, t: int) -> dict:
+        """All per-step fields at step t, for every rollout."""
+        return {k: getattr(self, k)[:, t] for k in STEP_FIELDS}
+
+    def rollout(self, b: int) -> dict:
+        """All per-step fields of rollout b, cut to its length, plus its texts."""
+        n = int(self.lengths[b])
+        out = {k: getattr(self, k)[b, :n] for k in STEP_FIELDS}
+        for name, key in (("cot_text", "cot_texts"), ("answer_text", "answer_texts"), ("answer", "answers"),
+                          ("correct", "correct")):
+            if key in self.meta:
+                out[name] = self.meta[key][b]
+        return out
+
+    def nbytes(self) -> int:
+        tensors = [getattr(self, k) for k in STEP_FIELDS] + [self.lengths]
+        tensors += ([self.inputs] if self.inputs is not None else []) + list(self.layers.values())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    # ---- save / load ---------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write one .safetensors file (tensors + JSON metadata), whole or not at all (temp file + rename)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors = {k: getattr(self, k).contiguous() for k in STEP_FIELDS}
+        tensors["lengths"] = self.lengths.contiguous()
+        if self.inputs is not None:
+            tensors["inputs"] = self.inputs.contiguous()
+        for name, t in self.layers.items():
+            tensors[f"layer::{name}"] = t.contiguous()
+        header = {"format": "softviz-trace", "version": str(FORMAT_VERSION),
+                  "meta": json.dumps(self.meta), "token_strings": json.dumps(self.token_strings)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=header)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Trace":
+        """Read a file written by `save`. A file that is not a softviz trace raises ValueError saying so."""
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no trace file at {path}")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # safetensors raises several types for damaged files
+            raise ValueError(f"{path} is not a readable softviz trace ({err.__class__.__name__}: {err}); "
+                             "it may be truncated or another kind of file. Re-create it with Trace.save().") from None
+        if header.get("format") != "softviz-trace":
+            raise ValueError(f"{path} is a safetensors file but not a softviz trace (no 'softviz-trace' header)")
+        if int(header.get("version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer softviz (trace format {header['version']}); upgrade softviz")
+        missing = [k for k in list(STEP_FIELDS) + ["lengths"] if k not in tensors]
+        if missing:
+            raise ValueError(f"{path} lacks trace fields {missing}; the file is damaged")
+        layers = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("layer::")}
+        return cls(**{k: tensors[k] for k in STEP_FIELDS}, lengths=tensors["lengths"],
+                   meta=json.loads(header["meta"]),
+                   token_strings={int(k): v for k, v in json.loads(header["token_strings"]).items()},
+                   inputs=tensors.get("inputs"), layers=layers)

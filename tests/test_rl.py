@@ -1,0 +1,128 @@
+"""RL math: advantages, the teacher-forced log-probs against rollout-time ones, the loss."""
+
+import pytest
+import torch
+
+from softviz import Mode, generate, mixing
+from softviz.rl import (grpo_advantages, policy_loss, rloo_advantages, sequence_logprobs,
+                        SequenceLogProbs)
+from softviz.tasks import ArithmeticTask
+
+TASK = ArithmeticTask()
+PROMPTS = [TASK.prompt(e) for e in TASK.examples("test", 3)]
+
+
+def test_rloo_advantages_hand_computed():
+    r = torch.tensor([100.0, 10.0, 0.0, 10.0, 10.0, 10.0])
+    A = rloo_advantages(r, 3)
+    # group 1: 100 − (10 + 0)/2 = 95, 10 − (100 + 0)/2 = −40, 0 − (100 + 10)/2 = −55
+    assert A.tolist() == [95.0, -40.0, -55.0, 0.0, 0.0, 0.0]
+    assert torch.allclose(A.view(2, 3).sum(1), torch.zeros(2))  # sums to zero per group
+    with pytest.raises(ValueError, match="group_size >= 2"):
+        rloo_advantages(r, 1)
+
+
+def test_grpo_advantages_hand_computed():
+    r = torch.tensor([1.0, 3.0, 5.0, 7.0, 7.0, 7.0])
+    A = grpo_advantages(r, 3, eps=0.0 + 1e-12)
+    # group 1: mean 3, std (unbiased) 2 -> (−1, 0, 1); group 2: all equal -> 0
+    assert torch.allclose(A, torch.tensor([-1.0, 0.0, 1.0, 0.0, 0.0, 0.0]), atol=1e-6)
+    assert torch.allclose(grpo_advantages(r, 3, scale=False), torch.tensor([-2.0, 0, 2, 0, 0, 0]))
+
+
+def _fake_logp(requires_grad=True):
+    torch.manual_seed(0)
+    cot = torch.randn(4, 5, requires_grad=requires_grad)
+    ans = torch.randn(4, 3, requires_grad=requires_grad)
+    return SequenceLogProbs(cot, ans, torch.ones(4, 5, dtype=torch.bool), torch.ones(4, 3, dtype=torch.bool),
+                            torch.zeros(4, 5))
+
+
+def test_zero_advantages_give_zero_loss_and_gradient():
+    lp = _fake_logp()
+    loss, _ = policy_loss(lp, torch.zeros(4))
+    loss.backward()
+    assert loss.item() == 0.0 and lp.cot.grad.abs().sum() == 0
+
+
+def test_paper_loss_value_and_clipping_on_policy():
+    lp = _fake_logp()
+    A = torch.tensor([1.0, -1.0, 2.0, 0.0])
+    loss, m = policy_loss(lp, A)
+    expected = -(A * (lp.cot.sum(1) + lp.answer.sum(1))).mean()  # no length normalisation
+    assert torch.allclose(loss, expected)
+    # on-policy (old == current) the clipped objective has the same gradient
+    g1 = torch.autograd.grad(loss, lp.cot)[0]
+    old = SequenceLogProbs(lp.cot.detach(), lp.answer.detach(), lp.cot_mask, lp.answer_mask, lp.cot_entropy)
+    loss2, m2 = policy_loss(lp, A, old=old, epsilon=0.2)
+    g2 = torch.autograd.grad(loss2, lp.cot)[0]
+    assert torch.allclose(g1, g2) and m2["clip_ratio"] == 0.0
+    with pytest.raises(ValueError, match="needs the rollout-time"):
+        policy_loss(lp, A, epsilon=0.2)
+
+
+def test_kl_penalty_is_zero_against_itself():
+    lp = _fake_logp()
+    ref = SequenceLogProbs(lp.cot.detach(), lp.answer.detach(), lp.cot_mask, lp.answer_mask, lp.cot_entropy)
+    loss, m = policy_loss(lp, torch.ones(4), ref=ref, beta=0.1)
+    assert m["kl"] == 0.0
+
+
+@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy"])
+def test_recomputed_logprobs_equal_rollout_logprobs(embedded, preset):
+    """DESIGN.md: with the same weights, training's log-probs equal the rollout's, CoT and answer alike."""
+    model, tok = embedded
+    mode = Mode.preset(preset, answer_temperature=1.0)
+    r = generate(model, tok, PROMPTS, mode, n=2, max_cot_tokens=48, max_answer_tokens=8, seed=1)
+    with torch.no_grad():
+        lp = sequence_logprobs(model, r)
+    cm, am = lp.cot_mask, lp.answer_mask
+    assert torch.allclose(lp.cot[cm], r.cot_logprobs[cm], rtol=1e-3, atol=1e-2)
+    assert torch.allclose(lp.answer[am], r.answer_logprobs[am], atol=1e-3)
+    assert torch.allclose(lp.cot_entropy[cm], r.cot_entropy[cm], atol=1e-3)
+
+
+def test_soft_gradients_reach_every_block(embedded):
+    model, tok = embedded
+    r = generate(model, tok, PROMPTS[:2], Mode.preset("soft", answer_temperature=1.0), n=2, max_cot_tokens=24, seed=0)
+    model.zero_grad()
+    lp = sequence_logprobs(model, r)
+    (lp.cot * lp.cot_mask).sum().backward()  # the Gaussian CoT terms alone
+    for i, layer in enumerate(model.model.layers):
+        g = sum(p.grad.abs().sum() for p in layer.parameters() if p.grad is not None)
+        assert g > 0, f"no gradient reached layer {i}"
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0
+    model.zero_grad()
+
+
+def test_gaussian_term_gradient_finite_difference(embedded):
+    """d/dθ of the Gaussian CoT term, autograd against a central finite difference on one weight."""
+    model, tok = embedded
+    r = generate(model, tok, PROMPTS[:1], Mode.preset("soft", answer_temperature=1.0), n=1, max_cot_tokens=6, seed=0)
+    w = model.model.layers[0].mlp.down_proj.weight
+    model.double()
+    try:
+        r.cot_inputs = r.cot_inputs.double()
+        model.zero_grad()
+        f = lambda: (lambda lp: (lp.cot * lp.cot_mask).sum())(sequence_logprobs(model, r))
+        f().backward()
+        i, j = 3, 5
+        auto = w.grad[i, j].item()
+        eps = 1e-4
+        with torch.no_grad():
+            w[i, j] += eps
+            up = f().item()
+            w[i, j] -= 2 * eps
+            down = f().item()
+            w[i, j] += eps
+        assert auto == pytest.approx((up - down) / (2 * eps), rel=1e-3, abs=1e-3)
+    finally:
+        model.float()
+        model.zero_grad()
+
+
+def test_untrainable_modes_are_refused(embedded):
+    model, tok = embedded
+    r = generate(model, tok, PROMPTS[:1], "soft-greedy", max_cot_tokens=4)
+    with pytest.raises(ValueError, match="cannot be trained"):
+        sequence_logprobs(model, r)
