@@ -29,9 +29,9 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
 
-## re-train the embedded model from scratch (about 40 minutes on 2 CPU cores)
+## re-train the embedded model from scratch (about 25 minutes on one thread)
 embedded-model: $(STAMP)
-	$(BIN)/python -m softviz.embedded
+	$(BIN)/python -m softviz.embedded --threads 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

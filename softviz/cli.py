@@ -101,6 +101,46 @@ def cmd_eval(args) -> None:
                                                "results": results}, indent=2) + "\n")
 
 
+def cmd_train(args) -> None:
+    """RL fine-tuning (RLOO or GRPO) with hard, soft or fuzzy CoTs; prints one line per step."""
+    import dataclasses
+    import json
+
+    from softviz.config import RLConfig
+    from softviz.models import load_model
+    from softviz.train import train
+
+    fields = {f.name for f in dataclasses.fields(RLConfig)}
+    cfg = RLConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    model, tok = load_model(args.model, device=args.device)
+    print(f"RL run: {json.dumps(dataclasses.asdict(cfg))}", flush=True)
+    for m in train(model, tok, cfg, output_dir=args.output_dir, resume=not args.restart, progress=not args.quiet):
+        if args.quiet or "val/greedy_accuracy" in m:
+            keys = ["step", "reward", "accuracy", "entropy", "loss", "grad_norm", "val/greedy_accuracy", "step_time"]
+            print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in keys if k in m}),
+                  flush=True)
+
+
+def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per RLConfig field (the dataclass is the single source of truth for names and defaults)."""
+    import dataclasses
+
+    from softviz.config import RLConfig
+
+    for f in dataclasses.fields(RLConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "trace_steps":
+            p.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",") if x), default=None,
+                           help="comma-separated steps whose rollouts are saved as Traces")
+        elif f.name == "epsilon":
+            p.add_argument(flag, type=float, default=None, help="PPO-style ratio clip (default: none)")
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                           help=f"(default: {f.default})")
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=f"(default: {f.default})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="softviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -130,6 +170,15 @@ def main(argv=None) -> int:
     p.add_argument("-k", default="1,32", help="k values for pass@k")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("train", help=cmd_train.__doc__)
+    p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--output-dir", default=None, help="checkpoints, best/, metrics.jsonl, traces/ (resumed if present)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --output-dir")
+    p.add_argument("--quiet", action="store_true", help="no progress bar; print every step")
+    _add_rl_arguments(p)
+    p.set_defaults(fn=cmd_train)
 
     args = parser.parse_args(argv)
     try:

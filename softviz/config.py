@@ -166,3 +166,75 @@ class TraceConfig:
         if self.nearest_metric not in ("cosine", "l2"):
             raise ValueError(f"TraceConfig.nearest_metric = {self.nearest_metric!r} is invalid: allowed 'cosine' or 'l2'")
         object.__setattr__(self, "layers", tuple(self.layers))
+
+
+ALGORITHMS = ("rloo", "grpo")
+
+
+@dataclasses.dataclass(frozen=True)
+class RLConfig:
+    """One RL run. Names follow TRL's GRPOConfig where they mean the same (num_generations -> group_size)."""
+
+    mode: str = "soft"  # preset name of the rollout mode: hard, soft or fuzzy (paper §4)
+    algorithm: str = "rloo"  # the paper's RLOO (App. A); "grpo" normalises by the group std
+    task: str = "arithmetic"
+    steps: int = 60
+    prompts_per_step: int = 4  # B: the paper uses 2 prompts...
+    group_size: int = 8  # ...x G = 32 samples; smaller here so a CPU step takes seconds
+    learning_rate: float = 5e-5  # the paper's 3e-6..8e-6 suit 3B-8B models; the 3M-parameter embedded one needs more
+    warmup_steps: int = 5  # the paper warms up 20 of 4000 steps
+    weight_decay: float = 0.0  # [UNC] not stated in the paper
+    max_grad_norm: float = 1.0  # [UNC] not stated; the sibling paper clips at 1.0
+    max_cot_tokens: int = 64  # the paper trains with 128 (GSM8K) and 512 (MATH)
+    max_answer_tokens: int = 16  # the paper uses 32
+    answer_temperature: float = 1.0  # answers are sampled in training (paper §3)
+    scale_rewards: bool = True  # GRPO only: divide by the group std
+    epsilon: float | None = None  # PPO-style ratio clip (not in the paper)
+    beta: float = 0.0  # KL weight to the frozen initial model (not in the paper)
+    eval_every: int = 10  # greedy validation every N steps (0: never); the best checkpoint is kept
+    eval_size: int = 128
+    save_every: int = 10  # checkpoint every N steps (0: only at the end)
+    trace_steps: tuple[int, ...] = ()  # steps whose rollouts are saved as Traces
+    seed: int = 0
+
+    def __post_init__(self):
+        def bad(field, allowed):
+            raise ValueError(f"RLConfig.{field} = {getattr(self, field)!r} is invalid: allowed {allowed}")
+
+        if self.mode not in PRESETS:
+            bad("mode", f"a preset name: {', '.join(PRESETS)}")
+        if self.algorithm not in ALGORITHMS:
+            bad("algorithm", f"one of {ALGORITHMS}")
+        for f in ("steps", "prompts_per_step", "max_cot_tokens", "max_answer_tokens", "eval_size"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                bad(f, "an integer >= 1")
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            bad("group_size", f"an integer >= 2 ({self.algorithm} compares samples within a group)")
+        if not (_finite(self.learning_rate) and self.learning_rate > 0):
+            bad("learning_rate", "> 0")
+        for f in ("warmup_steps", "eval_every", "save_every"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
+                bad(f, "an integer >= 0")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            bad("weight_decay", ">= 0")
+        if not (_finite(self.max_grad_norm) and self.max_grad_norm > 0):
+            bad("max_grad_norm", "> 0")
+        if not (_finite(self.answer_temperature) and self.answer_temperature > 0):
+            bad("answer_temperature", "> 0 (training samples its answers)")
+        if self.epsilon is not None and not (_finite(self.epsilon) and 0 < self.epsilon < 1):
+            bad("epsilon", "0 < epsilon < 1 or None")
+        if not (_finite(self.beta) and self.beta >= 0):
+            bad("beta", ">= 0")
+        object.__setattr__(self, "trace_steps", tuple(int(s) for s in self.trace_steps))
+
+    @property
+    def rollout_mode(self) -> Mode:
+        return Mode.preset(self.mode, answer_temperature=self.answer_temperature)
+
+    @property
+    def greedy_mode(self) -> Mode:
+        """The paper's greedy validation: argmax tokens, or the mixture at the training τ with σ = 0 (§4)."""
+        m = self.rollout_mode
+        if m.kind == "hard":
+            return m.replace(cot_temperature=0.0, answer_temperature=0.0, name=f"{m.label}-greedy")
+        return m.replace(noise_scale=0.0, answer_temperature=0.0, name=f"{m.label}-greedy")

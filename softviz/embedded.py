@@ -1,6 +1,6 @@
 """Builds the embedded model: a word-level BPE tokenizer and a small Llama trained on the arithmetic task.
 
-Run `python -m softviz.embedded` (or `make embedded-model`): seeded, about 40 minutes on 2 CPU cores,
+Run `python -m softviz.embedded --threads 1` (or `make embedded-model`): seeded, about 25 minutes,
 it writes softviz/assets/embedded/. Two choices keep room for RL and make sampling diverse (issue 2):
 1. The training traces carry plausible slips: each reasoning step is wrong with probability
    `mistake_rate` (off by 1, 2 or 10), and the chain follows the slip, so a sampled rollout can go astray.

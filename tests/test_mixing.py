@@ -29,7 +29,7 @@ def test_mixture_embedding_dense_and_sparse_paths_agree():
     E = torch.randn(400, 16)
     dense = torch.softmax(torch.randn(3, 400), -1)
     assert torch.allclose(mixing.mixture_embedding(dense, E), dense @ E, atol=1e-6)
-    sparse = mixing.filter_probs(dense, top_k=5)  # 5 * 16 <= 400: gather path
+    sparse = mixing.filter_probs(dense, top_k=5)  # 5 columns of 400: the gather path
     assert torch.allclose(mixing.mixture_embedding(sparse, E), sparse @ E, atol=1e-6)
 
 
@@ -136,3 +136,13 @@ def test_mix_step_per_mode_tokens():
     st = mixing.mix_step(logits, Mode.preset("soft-thinking", top_k=1, top_p=None, min_p=None), gens)
     assert torch.equal(st.weights, torch.nn.functional.one_hot(logits.argmax(-1), 40).float())
     assert torch.allclose(soft.entropy, mixing.entropy(torch.softmax(logits, -1)))
+
+
+def test_mixture_embedding_skips_only_negligible_weights():
+    torch.manual_seed(0)
+    E = torch.randn(5000, 32)
+    logits = torch.randn(2, 5000) * 8  # peaked: most weights at τ = 0.5 are far below 1e-12
+    p = mixing.cot_probs(logits, 0.5)
+    assert (p > mixing.TINY_WEIGHT).any(0).sum() * 4 <= 5000  # the gather path is taken
+    exact = (p.double() @ E.double()).float()
+    assert torch.allclose(mixing.mixture_embedding(p, E), exact, atol=1e-5, rtol=1e-6)

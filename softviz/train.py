@@ -1,0 +1,244 @@
+"""train(): RL fine-tuning with soft, fuzzy or hard CoTs, as a generator of per-step metrics.
+
+    for m in train(model, tok, RLConfig(mode="soft", steps=60), output_dir="runs/soft"):
+        print(m["step"], m["reward"], m.get("val/greedy_accuracy"))
+
+Each step: B prompts x G rollouts (softviz.generate) -> rewards (the task's, TRL signature) -> advantages
+(RLOO or GRPO) -> one teacher-forced pass (softviz.rl.sequence_logprobs) -> loss -> AdamW step with a
+cosine schedule. Checkpoints hold model, optimizer, scheduler, RNG state and step, so a run resumes exactly;
+greedy validation keeps the best model (paper §4, "model selection"). The math lives in softviz.rl.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from softviz import mixing, rl
+from softviz.config import RLConfig, TraceConfig
+from softviz.evaluate import evaluate
+from softviz.generate import embedding_matrix, generate
+from softviz.tasks import get_task
+from softviz.tasks.base import Task
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best"
+METRICS = "metrics.jsonl"
+
+
+def step_seed(seed: int, step: int) -> int:
+    digest = hashlib.sha256(f"softviz-train:{seed}:{step}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def cosine_schedule(optimizer, warmup: int, total: int):
+    """Linear warm-up, then cosine decay to 0 (paper App. D: AdamW, cosine, 20 warm-up steps)."""
+    def factor(step):
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> None:
+    """Everything needed to resume exactly, in one file written whole or not at all."""
+    _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, out / CHECKPOINT)
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path} ({err.__class__.__name__}); it may be truncated. "
+                         "Delete it to start over, or point output_dir elsewhere.") from None
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {path} was written for another model ({str(err).splitlines()[0]}); "
+                         "resume with the model it was trained from, or use a new output_dir") from None
+    optimizer.load_state_dict(ck["optimizer"])
+    scheduler.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return ck
+
+
+def save_model(model, tokenizer, folder: Path) -> None:
+    """save_pretrained into a temporary sibling, then rename: the folder is whole or absent."""
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    old = folder.with_name(folder.name + ".old")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    if old.exists():
+        import shutil
+        shutil.rmtree(old)
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    if not path.exists():
+        return
+    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= last_step]
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(l + "\n" for l in lines))
+    os.replace(tmp, path)
+
+
+def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task, golds) -> dict:
+    grouped = rewards.view(-1, G)
+    valid = torch.arange(r.cot_tokens.shape[1])[None, :] < r.cot_lengths[:, None]
+    correct = [task.is_correct(a, g) for a, g in zip(r.answers, golds)]
+    m = {
+        "reward": float(rewards.mean()),
+        "reward_std": float(grouped.std(1).mean()),  # TRL: mean over groups of the within-group std
+        "frac_reward_zero_std": float((grouped.std(1) == 0).float().mean()),
+        "accuracy": sum(correct) / len(correct),
+        "cot/mean_length": float(r.cot_lengths.float().mean()),
+        "cot/clipped_ratio": sum(e != "cue" for e in r.cot_end) / len(r.cot_end),
+        "completions/mean_length": float(r.answer_lengths.float().mean()),
+        "entropy": float(r.cot_entropy[valid].mean()),  # entropy of softmax(logits) over CoT steps, nats
+    }
+    lp = r.cot_logprobs[valid]
+    key = "logprob/cot_gaussian" if r.mode.is_mixture else "logprob/cot_token"
+    m[f"{key}_mean"], m[f"{key}_std"] = float(lp.mean()), float(lp.std())
+    return m
+
+
+def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | None = None,
+          reward_fn: Callable[..., list] | None = None, task: Task | None = None, resume: bool = True,
+          progress: bool = True) -> Iterator[dict]:
+    """Run RL on `model` in place, yielding one metrics dict per step (TRL's names where they mean the same).
+
+    Args:
+        model, tokenizer: the policy (e.g. from load_model) and its tokenizer.
+        cfg: RLConfig.
+        output_dir: where checkpoints, the best model (`best/`), metrics.jsonl and traces go; None keeps
+            nothing on disk. With `resume`, an existing checkpoint there is continued exactly.
+        reward_fn: TRL-style `reward_fn(prompts=..., completions=..., answer=...) -> list[float]`;
+            default: the task's reward (the paper's 100 / 10 / 0).
+        task: default get_task(cfg.task).
+        progress: show a tqdm bar (terminal or notebook).
+    """
+    task = task or get_task(cfg.task)
+    if not task.answer_cue:
+        raise ValueError(f"task {task.name!r} has no answer cue: the CoT could never end before its length limit")
+    reward_fn = reward_fn or task.reward
+    mode = cfg.rollout_mode
+    rl.check_trainable(mode)
+    out = Path(output_dir) if output_dir is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.is_mixture else 0.0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
+    val = task.examples("validation", cfg.eval_size, seed=cfg.seed)
+    start, best = 0, -1.0
+    if out is not None and resume and (out / CHECKPOINT).exists():
+        ck = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
+        if ck.get("config") != dataclasses.asdict(cfg):
+            raise ValueError(f"{out / CHECKPOINT} was written with another RLConfig; use a new output_dir or "
+                             "resume=False to start over")
+        start, best, sigma = ck["step"], ck["best"], ck["sigma"]
+        _truncate_metrics(out / METRICS, start)  # steps after the checkpoint will be run again
+        if ref is not None:
+            ref.load_state_dict(ck["ref"])
+    advantages_fn = (rl.rloo_advantages if cfg.algorithm == "rloo"
+                     else lambda r, g: rl.grpo_advantages(r, g, scale=cfg.scale_rewards))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"RL {cfg.mode}/{cfg.algorithm}", unit="step")
+
+    B, G = cfg.prompts_per_step, cfg.group_size
+    for step in range(start, cfg.steps):
+        t0 = time.perf_counter()
+        # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
+        examples = task.examples("train", B, seed=cfg.seed, start=step * B)
+        prompts = [task.prompt(e) for e in examples]
+        want_trace = out is not None and (step + 1) in cfg.trace_steps
+        model.eval()
+        r = generate(model, tokenizer, prompts, mode, n=G, max_cot_tokens=cfg.max_cot_tokens,
+                     max_answer_tokens=cfg.max_answer_tokens, seed=step_seed(cfg.seed, step),
+                     answer_cue=task.answer_cue, trace=TraceConfig() if want_trace else False)
+        golds = [examples[i].answer for i in r.prompt_index.tolist()]
+        rewards = torch.tensor(reward_fn(prompts=[prompts[i] for i in r.prompt_index.tolist()],
+                                         completions=r.answer_texts, answer=golds), dtype=torch.float32)
+        adv = advantages_fn(rewards, G)
+        t1 = time.perf_counter()
+
+        model.train()
+        logp = rl.sequence_logprobs(model, r, mode, sigma=sigma)
+        ref_lp = None
+        if ref is not None:
+            with torch.no_grad():
+                ref_lp = rl.sequence_logprobs(ref, r, mode, sigma=sigma)
+        old = None
+        if cfg.epsilon is not None:
+            old = dataclasses.replace(logp, cot=r.cot_logprobs.to(logp.cot.device),
+                                      answer=r.answer_logprobs.to(logp.answer.device))
+        loss, loss_metrics = rl.policy_loss(logp, adv, old=old, epsilon=cfg.epsilon, ref=ref_lp, beta=cfg.beta)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+        t2 = time.perf_counter()
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        model.eval()
+        t3 = time.perf_counter()
+
+        m = {"step": step + 1, **_rollout_metrics(r, rewards, G, cfg, task, golds), "loss": float(loss.detach()),
+             **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr, "advantage_abs_mean": float(adv.abs().mean()),
+             "time/rollout": t1 - t0, "time/loss_backward": t2 - t1, "time/optimizer": t3 - t2}
+        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            res = evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
+                           max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed)
+            m["val/greedy_accuracy"] = res.pass_at[1]
+            if res.pass_at[1] > best:
+                best = res.pass_at[1]
+                if out is not None:
+                    save_model(model, tokenizer, out / BEST)
+            m["val/best_greedy_accuracy"] = best
+        if want_trace:
+            r.trace.meta.update({"train_step": step + 1, "rewards": rewards.tolist(), "golds": golds})
+            r.trace.save(out / "traces" / f"step{step + 1:05d}.safetensors")
+        m["step_time"] = time.perf_counter() - t0
+        if out is not None:
+            with open(out / METRICS, "a") as f:
+                f.write(json.dumps(m) + "\n")
+            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
+                state = {"step": step + 1, "best": best, "sigma": sigma, "config": dataclasses.asdict(cfg)}
+                if ref is not None:
+                    state["ref"] = ref.state_dict()
+                save_checkpoint(out, model, optimizer, scheduler, state)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(reward=f"{m['reward']:.1f}", acc=f"{m['accuracy']:.2f}")
+        yield m
+    if bar is not None:
+        bar.close()

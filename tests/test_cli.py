@@ -1,0 +1,39 @@
+import json
+import re
+
+from softviz.cli import main
+
+
+def test_compare_prints_a_row_per_mode(capsys):
+    assert main(["compare", "--modes", "hard,soft,fuzzy", "-n", "4", "--max-cot-tokens", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "gold answer:" in out
+    rows = {m: re.search(rf"^{m}\s+([\d.]+)%\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+(.*)$", out, re.M) for m in ("hard", "soft", "fuzzy")}
+    for mode, row in rows.items():
+        assert row, f"no row for {mode}:\n{out}"
+        acc, H, distinct = float(row[1]), float(row[2]), int(row[3])
+        assert 0 <= acc <= 100 and H >= 0 and 1 <= distinct <= 4
+        counts = [int(c) for c in re.findall(r" x(\d+)", row[5])]
+        assert sum(counts) == 4  # every rollout's answer is listed
+
+
+def test_compare_with_a_typed_question(capsys):
+    assert main(["compare", "--prompt", "Tom has 3 apples. Tom buys 2 more apples. How many apples does Tom have now?",
+                 "--modes", "hard-greedy", "-n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "User: Tom has 3 apples." in out and "gold answer" not in out
+    assert re.search(r"^hard-greedy\s+-", out, re.M)
+
+
+def test_eval_writes_json(tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    assert main(["eval", "--modes", "hard-greedy,hard", "--problems", "6", "-n", "4", "-k", "1,4", "--json", str(path)]) == 0
+    res = json.loads(path.read_text())["results"]
+    assert [r["mode"] for r in res] == ["hard-greedy", "hard"]
+    assert res[0]["n"] == 1 and res[1]["n"] == 4
+    assert res[1]["pass_at"]["4"] >= res[1]["pass_at"]["1"]
+
+
+def test_bad_mode_is_a_clear_error(capsys):
+    assert main(["compare", "--modes", "soft,warm"]) == 2
+    assert "unknown mode 'warm'" in capsys.readouterr().err

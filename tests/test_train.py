@@ -1,0 +1,108 @@
+"""train(): smoke runs per mode, exact resume, validation and traces, bad configuration."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from softviz import Trace, load_model
+from softviz.config import RLConfig
+from softviz.tasks import ArithmeticTask
+from softviz.train import CHECKPOINT, train
+
+SMALL = dict(prompts_per_step=2, group_size=2, max_cot_tokens=32, max_answer_tokens=8, eval_every=0, save_every=1)
+
+
+def fresh():
+    return load_model(device="cpu")
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft", "fuzzy"])
+def test_two_step_smoke_run_changes_every_parameter(mode, tmp_path):
+    model, tok = fresh()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = RLConfig(mode=mode, steps=2, learning_rate=1e-3, warmup_steps=0, **{**SMALL, "group_size": 6})
+    ms = list(train(model, tok, cfg, output_dir=tmp_path, progress=False))
+    assert ms[0]["frac_reward_zero_std"] < 1  # some group has a learning signal
+    assert [m["step"] for m in ms] == [1, 2]
+    for m in ms:
+        assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]) and 0 <= m["reward"] <= 100
+        assert {"reward_std", "frac_reward_zero_std", "entropy", "cot/mean_length", "step_time"} <= m.keys()
+    unchanged = [n for n, p in model.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged, f"parameters not updated: {unchanged}"
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(l)["step"] for l in lines] == [1, 2]
+
+
+def test_resume_gives_the_same_next_step(tmp_path):
+    cfg = RLConfig(mode="soft", steps=3, learning_rate=5e-4, warmup_steps=1, **SMALL)
+    model, tok = fresh()
+    full = list(train(model, tok, cfg, output_dir=tmp_path / "a", progress=False))
+    # interrupted after two steps (the checkpoint of step 2 is on disk), then resumed with a fresh model
+    model_b, tok = fresh()
+    gen = train(model_b, tok, cfg, output_dir=tmp_path / "b", progress=False)
+    first_two = [next(gen), next(gen)]
+    gen.close()
+    assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["step"] == 2
+    model_c, tok = fresh()
+    rest = list(train(model_c, tok, cfg, output_dir=tmp_path / "b", progress=False))
+    assert [m["step"] for m in rest] == [3]
+    for key in ["reward", "loss", "grad_norm", "learning_rate", "entropy"]:
+        assert rest[0][key] == pytest.approx(full[2][key], rel=1e-5, abs=1e-6), key
+    for (n, p), q in zip(model.named_parameters(), model_c.parameters()):
+        assert torch.allclose(p, q, atol=1e-6), n
+    assert first_two[1]["loss"] == pytest.approx(full[1]["loss"], rel=1e-5)
+
+
+def test_validation_keeps_the_best_model_and_traces_are_saved(tmp_path):
+    cfg = RLConfig(mode="fuzzy", steps=2, learning_rate=1e-4, eval_size=8, trace_steps=(2,),
+                   **{**SMALL, "eval_every": 1})
+    model, tok = fresh()
+    ms = list(train(model, tok, cfg, output_dir=tmp_path, progress=False))
+    assert all(0 <= m["val/greedy_accuracy"] <= 1 for m in ms)
+    assert ms[-1]["val/best_greedy_accuracy"] == max(m["val/greedy_accuracy"] for m in ms)
+    best, _ = load_model(str(tmp_path / "best"), device="cpu")
+    assert best.config.vocab_size == model.config.vocab_size
+    t = Trace.load(tmp_path / "traces" / "step00002.safetensors")
+    assert t.meta["train_step"] == 2 and len(t.meta["rewards"]) == 4 and t.num_rollouts == 4
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    model, tok = fresh()
+    list(train(model, tok, RLConfig(mode="soft", steps=1, **SMALL), output_dir=tmp_path, progress=False))
+    with pytest.raises(ValueError, match="another RLConfig"):
+        next(train(model, tok, RLConfig(mode="hard", steps=2, **SMALL), output_dir=tmp_path, progress=False))
+
+
+def test_damaged_checkpoint_is_reported(tmp_path):
+    (tmp_path / CHECKPOINT).write_bytes(b"not a checkpoint")
+    model, tok = fresh()
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        next(train(model, tok, RLConfig(steps=1, **SMALL), output_dir=tmp_path, progress=False))
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(group_size=1), "group_size"),
+    (dict(learning_rate=0.0), "learning_rate"),
+    (dict(learning_rate=-1e-4), "learning_rate"),
+    (dict(mode="nope"), "mode"),
+    (dict(algorithm="ppo"), "algorithm"),
+    (dict(steps=0), "steps"),
+    (dict(epsilon=1.5), "epsilon"),
+])
+def test_bad_configuration(fields, message):
+    with pytest.raises(ValueError, match=f"RLConfig.{message}"):
+        RLConfig(**fields)
+
+
+def test_untrainable_mode_and_task_without_cue_are_refused():
+    model, tok = fresh()
+    with pytest.raises(ValueError, match="cannot be trained"):
+        next(train(model, tok, RLConfig(mode="soft-greedy", steps=1, **SMALL), progress=False))
+
+    class NoCue(ArithmeticTask):
+        answer_cue = ""
+
+    with pytest.raises(ValueError, match="no answer cue"):
+        next(train(model, tok, RLConfig(steps=1, **SMALL), task=NoCue(), progress=False))
