@@ -12,6 +12,7 @@ Each row owns a torch.Generator seeded from (seed, prompt, sample): a rollout re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -146,118 +147,138 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
     cue_core = answer_cue.rstrip()
     early_prefill = tokenizer.encode(answer_cue[len(cue_core):] + BOX_OPEN, add_special_tokens=False)
     late_prefill = tokenizer.encode(" " + cue_core + " " + BOX_OPEN, add_special_tokens=False)
-    cue_window = len(tokenizer.encode(" " + cue_core, add_special_tokens=False)) + 2
     context = getattr(model.config, "max_position_embeddings", None)
     prompts, prompt_tok = _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context,
                                     len(late_prefill))
 
-    # ---- rows, generators, left-padded prompt batch ----
-    rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]
-    B = len(rows)
+    rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]  # prompt-major
     gens = mixing.row_generators([rollout_seed(seed, pi, j) for pi, j in rows], device)
     row_ids = [prompt_tok[pi] for pi, _ in rows]
-    W = max(map(len, row_ids))
+    E = embedding_matrix(model)  # (V, d) in the model's dtype
+    sigma = mixing.noise_std(E, mode.noise_scale) if mode.is_mixture else 0.0
+    state = _RowState(len(rows))
+    cue = _CueRule(tokenizer, answer_cue, early_prefill, late_prefill, max_cot_tokens, mode)
+    with contextlib.ExitStack() as stack:
+        recorder = None
+        if trace_cfg and trace_cfg.layers:
+            from softviz.hooks import recording
+            recorder = stack.enter_context(recording(model, trace_cfg.layers))
+        per_step = _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state, cue, trace_cfg,
+                           max_cot_tokens + len(late_prefill) + max_answer_tokens, max_answer_tokens, progress)
+    return _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state, mode, seed, sigma, trace_cfg, E,
+                     recorder.outputs if recorder else None, pad_id)
+
+
+class _RowState:
+    """Per-row bookkeeping of the decode loop (plain lists: B is small and the work is per row)."""
+
+    def __init__(self, B: int):
+        self.phase = torch.full((B,), COT, dtype=torch.long)
+        self.queue: list[list[int]] = [[] for _ in range(B)]  # forced tokens still to feed
+        self.prefills: list[list[int]] = [[] for _ in range(B)]
+        self.cot_end = [""] * B
+        self.shadow: list[list[int]] = [[] for _ in range(B)]  # CoT text tokens
+        self.answers: list[list[int]] = [[] for _ in range(B)]
+        self.answer_lp: list[list[float]] = [[] for _ in range(B)]
+        self.cold = [0] * B  # consecutive low-entropy steps (Cold Stop)
+
+
+class _CueRule:
+    """Where a row's CoT ends (paper App. C): its shadow text ends with the cue, a Cold Stop, or the limit."""
+
+    def __init__(self, tokenizer, answer_cue, early_prefill, late_prefill, max_cot_tokens, mode):
+        self.tokenizer, self.mode = tokenizer, mode
+        self.core = answer_cue.rstrip()  # tokenizers attach the cue's trailing space to the next token
+        self.window = len(tokenizer.encode(" " + self.core, add_special_tokens=False)) + 2
+        self.early, self.late, self.max_cot = early_prefill, late_prefill, max_cot_tokens
+
+    def update(self, state: _RowState, b: int, token: int, cold_entropy: float) -> None:
+        state.shadow[b].append(token)
+        threshold = self.mode.cold_stop_entropy
+        low = threshold is not None and cold_entropy < threshold
+        state.cold[b] = state.cold[b] + 1 if low else 0
+        tail = self.tokenizer.decode(state.shadow[b][-self.window:], skip_special_tokens=True)
+        if tail.rstrip().endswith(self.core):
+            end, prefill = "cue", self.early
+        elif low and state.cold[b] >= self.mode.cold_stop_steps:
+            end, prefill = "cold_stop", self.late
+        elif len(state.shadow[b]) >= self.max_cot:
+            end, prefill = "max_tokens", self.late
+        else:
+            return
+        # this step's CoT input is still fed; the prefill follows from the next step
+        state.cot_end[b], state.prefills[b], state.queue[b] = end, list(prefill), list(prefill)
+        state.phase[b] = PREFILL
+
+
+def _left_pad(row_ids: list[list[int]], pad_id: int, device):
+    """Left-padded ids, attention mask and position ids (as transformers' generate computes them)."""
+    B, W = len(row_ids), max(map(len, row_ids))
     ids = torch.full((B, W), pad_id, dtype=torch.long)
     mask = torch.zeros((B, W), dtype=torch.long)
     for b, r in enumerate(row_ids):
         ids[b, W - len(r):] = torch.tensor(r)
         mask[b, W - len(r):] = 1
     ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as transformers' generate does
+    return ids, mask, (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
-    E = embedding_matrix(model)  # (V, d) in the model's dtype
-    embed = model.get_input_embeddings()
-    E32 = E.float()
-    V, d = E.shape
-    sigma = mixing.noise_std(E, mode.noise_scale) if mode.is_mixture else 0.0
 
-    # ---- prefill the prompts ----
-    cache_name, has_keep = _forward_kwargs(model)
-    extra = {"logits_to_keep": 1} if has_keep else {}
+def _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state: _RowState, cue: _CueRule, trace_cfg,
+            max_steps: int, max_answer_tokens: int, progress) -> list[dict]:
+    """The loop: prefill the prompts, then one input vector per row per step until every row is DONE."""
     from transformers import DynamicCache
 
-    hook_ctx = None
-    if trace_cfg and trace_cfg.layers:
-        from softviz.hooks import recording
-        hook_ctx = recording(model, trace_cfg.layers)
-        recorder = hook_ctx.__enter__()
-    try:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                    **{cache_name: DynamicCache(config=model.config)}, **extra)
-        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    device = E.device
+    embed = model.get_input_embeddings()
+    E32 = mixing.fp32(E)  # p·E in fp32 (a no-op for fp32 models)
+    cache_name, has_keep = _forward_kwargs(model)
+    ids, mask, pos = _left_pad(row_ids, pad_id, device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                **{cache_name: DynamicCache(config=model.config)}, **({"logits_to_keep": 1} if has_keep else {}))
+    next_pos = pos[:, -1] + 1
+    B, per_step = len(row_ids), []
+    for step in range(max_steps):
         logits = out.logits[:, -1]
-        next_pos = pos[:, -1] + 1
-
-        phase = torch.full((B,), COT, dtype=torch.long)
-        queue: list[list[int]] = [[] for _ in range(B)]
-        prefills: list[list[int]] = [[] for _ in range(B)]
-        cot_end = [""] * B
-        shadow: list[list[int]] = [[] for _ in range(B)]
-        answers: list[list[int]] = [[] for _ in range(B)]
-        answer_lp: list[list[float]] = [[] for _ in range(B)]
-        cold = [0] * B  # consecutive low-entropy steps (Cold Stop)
-        per_step: list[dict] = []  # CoT records, one dict of (B, ...) tensors per CoT step
-        max_steps = max_cot_tokens + len(late_prefill) + max_answer_tokens
-        for step in range(max_steps):
-            inp = torch.zeros((B, d), dtype=E.dtype, device=device)
-            cur = phase.clone()  # each row acts on its phase at the start of the step
-            cot_rows = (cur == COT).nonzero().squeeze(-1)
-            if len(cot_rows):
-                fed, rec = _cot_step(logits[cot_rows.to(device)], mode, [gens[i] for i in cot_rows], E32, embed,
-                                     sigma, trace_cfg)
-                inp[cot_rows.to(device)] = fed
-                cold_H = rec.pop("cold_entropy").tolist()
-                per_step.append(_scatter(rec, cot_rows, B))
-                for j, (b, t) in enumerate(zip(cot_rows.tolist(), rec["tokens"].tolist())):
-                    shadow[b].append(t)
-                    low = mode.cold_stop_entropy is not None and cold_H[j] < mode.cold_stop_entropy
-                    cold[b] = cold[b] + 1 if low else 0
-                    tail = tokenizer.decode(shadow[b][-cue_window:], skip_special_tokens=True)
-                    if tail.rstrip().endswith(cue_core):  # paper App. C: the shadow text ends with the cue
-                        cot_end[b], prefills[b] = "cue", list(early_prefill)
-                    elif low and cold[b] >= mode.cold_stop_steps:
-                        cot_end[b], prefills[b] = "cold_stop", list(late_prefill)
-                    elif len(shadow[b]) >= max_cot_tokens:
-                        cot_end[b], prefills[b] = "max_tokens", list(late_prefill)
-                    else:
-                        continue
-                    phase[b], queue[b] = PREFILL, list(prefills[b])  # this step's CoT input is still fed
-            hard_rows, hard_ids = [], []
-            for b in (cur == PREFILL).nonzero().squeeze(-1).tolist():
-                hard_rows.append(b)
-                hard_ids.append(queue[b].pop(0))
-                if not queue[b]:
-                    phase[b] = ANSWER
-            ans_rows = (cur == ANSWER).nonzero().squeeze(-1).tolist()
-            if ans_rows:
-                tok, lp = _answer_step(logits[torch.tensor(ans_rows, device=device)], mode.answer_temperature,
-                                       [gens[b] for b in ans_rows])
-                for b, t, l in zip(ans_rows, tok.tolist(), lp.tolist()):
-                    answers[b].append(t)
-                    answer_lp[b].append(l)
-                    if t == eos_id or len(answers[b]) >= max_answer_tokens:
-                        phase[b] = DONE
-                    else:
-                        hard_rows.append(b)
-                        hard_ids.append(t)
-            if hard_rows:
-                inp[torch.tensor(hard_rows, device=device)] = embed(torch.tensor(hard_ids, device=device))
-            if progress:
-                progress(step + 1, max_steps)
-            if bool((phase == DONE).all()):
-                break
-            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
-            out = model(inputs_embeds=inp[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                        use_cache=True, **{cache_name: cache})
-            cache = out.cache if hasattr(out, "cache") else out.past_key_values
-            logits = out.logits[:, -1]
-            next_pos = next_pos + 1
-    finally:
-        if hook_ctx is not None:
-            hook_ctx.__exit__(None, None, None)
-
-    return _assemble(tokenizer, model, prompts, rows, row_ids, per_step, shadow, cot_end, prefills, answers,
-                     answer_lp, mode, seed, sigma, trace_cfg, E, recorder.outputs if hook_ctx else None, pad_id)
+        inp = torch.zeros((B, E.shape[1]), dtype=E.dtype, device=device)
+        cur = state.phase.clone()  # each row acts on its phase at the start of the step
+        cot_rows = (cur == COT).nonzero().squeeze(-1)
+        if len(cot_rows):
+            fed, rec = _cot_step(logits[cot_rows.to(device)], mode, [gens[i] for i in cot_rows], E32, embed,
+                                 sigma, trace_cfg)
+            inp[cot_rows.to(device)] = fed
+            cold_H = rec.pop("cold_entropy").tolist()
+            per_step.append(_scatter(rec, cot_rows, B))
+            for j, (b, t) in enumerate(zip(cot_rows.tolist(), rec["tokens"].tolist())):
+                cue.update(state, b, t, cold_H[j])
+        hard_rows, hard_ids = [], []
+        for b in (cur == PREFILL).nonzero().squeeze(-1).tolist():
+            hard_rows.append(b)
+            hard_ids.append(state.queue[b].pop(0))
+            if not state.queue[b]:
+                state.phase[b] = ANSWER
+        ans_rows = (cur == ANSWER).nonzero().squeeze(-1).tolist()
+        if ans_rows:
+            tok, lp = _answer_step(logits[torch.tensor(ans_rows, device=device)], mode.answer_temperature,
+                                   [gens[b] for b in ans_rows])
+            for b, t, l in zip(ans_rows, tok.tolist(), lp.tolist()):
+                state.answers[b].append(t)
+                state.answer_lp[b].append(l)
+                if t == eos_id or len(state.answers[b]) >= max_answer_tokens:
+                    state.phase[b] = DONE
+                else:
+                    hard_rows.append(b)
+                    hard_ids.append(t)
+        if hard_rows:
+            inp[torch.tensor(hard_rows, device=device)] = embed(torch.tensor(hard_ids, device=device))
+        if progress:
+            progress(step + 1, max_steps)
+        if bool((state.phase == DONE).all()):
+            break
+        mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
+        out = model(inputs_embeds=inp[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                    use_cache=True, **{cache_name: out.cache if hasattr(out, "cache") else out.past_key_values})
+        next_pos = next_pos + 1
+    return per_step
 
 
 def _cot_step(logits: Tensor, mode: Mode, gens, E32: Tensor, embed, sigma: float, trace_cfg: TraceConfig | None):
@@ -327,9 +348,10 @@ def _pad(seqs: list[list], fill, dtype) -> Tensor:
     return out
 
 
-def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, shadow, cot_end, prefills, answers, answer_lp,
-              mode, seed, sigma, trace_cfg, E, layer_outputs, pad_id) -> Rollouts:
-    B = len(rows)
+def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state: _RowState, mode, seed, sigma, trace_cfg,
+              E, layer_outputs, pad_id) -> Rollouts:
+    shadow, cot_end, prefills, answers, answer_lp = (state.shadow, state.cot_end, state.prefills, state.answers,
+                                                     state.answer_lp)
     lengths = torch.tensor([len(s) for s in shadow])
     steps = {k: torch.stack([r[k] for r in per_step], dim=1).cpu() for k in per_step[0]}  # (B, T, ...)
     valid = torch.arange(lengths.max())[None, :] < lengths[:, None]  # (B, T)

@@ -126,3 +126,32 @@ def test_untrainable_modes_are_refused(embedded):
     r = generate(model, tok, PROMPTS[:1], "soft-greedy", max_cot_tokens=4)
     with pytest.raises(ValueError, match="cannot be trained"):
         sequence_logprobs(model, r)
+
+
+def test_soft_policy_gradient_moves_the_mixture_toward_rewarded_inputs():
+    """End-to-end direction check of the Gaussian REINFORCE estimator: reward the first fed input for being
+    near a target embedding; a few SGD steps on the paper's loss move the clean mixture p·E toward it."""
+    from softviz import load_model
+    from softviz.generate import embedding_matrix
+
+    model, tok = load_model(device="cpu")  # a private copy: this test changes the weights
+    target = embedding_matrix(model)[tok.convert_tokens_to_ids("▁7")].detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+
+    def distance():
+        r = generate(model, tok, PROMPTS[:1], "soft-greedy", max_cot_tokens=1, max_answer_tokens=1)
+        return (r.cot_inputs[0, 0] - target).norm().item()
+
+    start = distance()
+    for step in range(12):
+        r = generate(model, tok, PROMPTS[:1], Mode.preset("soft", answer_temperature=1.0), n=16, max_cot_tokens=2,
+                     max_answer_tokens=1, seed=step)
+        rewards = -(r.cot_inputs[:, 0] - target).norm(dim=-1)
+        lp = sequence_logprobs(model, r)
+        lp.cot_mask[:, 1:] = False  # the reward depends on step 0 only
+        lp.answer_mask[:] = False
+        loss, _ = policy_loss(lp, rloo_advantages(rewards, 16))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert distance() < start - 0.05
