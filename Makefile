@@ -29,9 +29,9 @@ lab: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
 
-## re-train the embedded model from scratch (about 25 minutes on one thread)
+## re-train the embedded model from scratch (about 20 minutes on 2 CPU cores)
 embedded-model: $(STAMP)
-	$(BIN)/python -m softviz.embedded --threads 1
+	$(BIN)/python -m softviz.embedded
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

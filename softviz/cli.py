@@ -1,4 +1,4 @@
-"""The `softviz` command: demo | compare | eval (and more as the project grows). `softviz <command> -h` for help."""
+"""The `softviz` command: demo | compare | eval | train | curves. `softviz <command> -h` for help."""
 
 from __future__ import annotations
 
@@ -121,6 +121,27 @@ def cmd_train(args) -> None:
                   flush=True)
 
 
+def cmd_curves(args) -> None:
+    """Plot training curves of runs (their metrics.jsonl) to an .html or .png file."""
+    import json
+    from pathlib import Path
+
+    from softviz.viz import training_curves
+
+    runs = {}
+    for folder in args.runs:
+        path = Path(folder) / "metrics.jsonl"
+        if not path.is_file():
+            raise ValueError(f"{folder} has no metrics.jsonl: pass run folders written by `softviz train --output-dir`")
+        runs[Path(folder).name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    fig = training_curves(runs, title=args.title)
+    if args.out.endswith(".html"):
+        fig.write_html(args.out, include_plotlyjs=True)
+    else:
+        fig.write_image(args.out, scale=2)  # needs Chrome/Chromium (kaleido); set BROWSER_PATH if not found
+    print(f"wrote {args.out}")
+
+
 def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
     """One flag per RLConfig field (the dataclass is the single source of truth for names and defaults)."""
     import dataclasses
@@ -179,6 +200,12 @@ def main(argv=None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar; print every step")
     _add_rl_arguments(p)
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("curves", help=cmd_curves.__doc__)
+    p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
+    p.add_argument("--out", default="curves.html", help="output .html or .png")
+    p.add_argument("--title", default="RL fine-tuning on the embedded task")
+    p.set_defaults(fn=cmd_curves)
 
     args = parser.parse_args(argv)
     try:

@@ -1,11 +1,15 @@
 """Builds the embedded model: a word-level BPE tokenizer and a small Llama trained on the arithmetic task.
 
-Run `python -m softviz.embedded --threads 1` (or `make embedded-model`): seeded, about 25 minutes,
-it writes softviz/assets/embedded/. Two choices keep room for RL and make sampling diverse (issue 2):
+Run `python -m softviz.embedded` (or `make embedded-model`): seeded, about 20 minutes on 2 cores,
+it writes softviz/assets/embedded/. Three choices shape it (issue 2):
 1. The training traces carry plausible slips: each reasoning step is wrong with probability
    `mistake_rate` (off by 1, 2 or 10), and the chain follows the slip, so a sampled rollout can go astray.
 2. Early stop: training ends once greedy accuracy on the validation split reaches `target_accuracy`,
    so the model is good but not solved.
+3. Noisy inputs: in half of the training sequences the completion's input embeddings get Gaussian noise
+   of γ·RMS(E) (γ = `input_noise`), the paper's fuzzy-token noise. Real LLMs shrug that noise off (the
+   paper's base Llama-3B: 69% fuzzy-sample vs 71% hard-greedy on GSM8K); a small model trained only on
+   clean tokens does not, and soft or fuzzy RL would then start from broken rollouts.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ class EmbeddedConfig:
     eval_every: int = 25  # fine-grained, so the early stop lands close to the target
     eval_size: int = 256
     max_minutes: float = 55.0  # the issue's budget is 60 minutes on 2 cores
+    input_noise: float = 0.33  # γ of the noise on completion inputs (module docstring, choice 3)
+    noisy_fraction: float = 0.5  # share of sequences that get it
 
 
 def build_tokenizer():
@@ -101,6 +107,18 @@ def _batch(tokenizer, examples, task):
     return ids, mask, lab
 
 
+def _noisy_inputs(model, ids, labels, cfg: EmbeddedConfig, gen: torch.Generator):
+    """Input embeddings with σε (σ = γ·RMS(E)) added at the completion positions of some sequences."""
+    emb = model.get_input_embeddings()(ids)  # (B, T, d)
+    if cfg.input_noise <= 0 or cfg.noisy_fraction <= 0:
+        return emb
+    sigma = cfg.input_noise * model.get_input_embeddings().weight.detach().pow(2).mean().sqrt()
+    rows = torch.rand(ids.shape[0], generator=gen) < cfg.noisy_fraction  # (B,)
+    where = (labels != -100) & rows[:, None]  # (B, T)
+    noise = torch.randn(emb.shape, generator=gen) * sigma
+    return emb + noise * where[..., None]
+
+
 @torch.no_grad()
 def greedy_accuracy(model, tokenizer, task, examples, max_new_tokens: int = 64, batch_size: int = 128) -> float:
     """Greedy pass@1 with transformers `generate` (used while training, before the softviz engine exists)."""
@@ -148,13 +166,15 @@ def train(cfg: EmbeddedConfig, out_dir: Path = EMBEDDED_DIR, log=print) -> dict:
         return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, frac))))
 
     val = task.examples("validation", cfg.eval_size, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     t0, history, acc, step = time.time(), [], 0.0, 0
     model.train()
     for step in range(1, cfg.max_steps + 1):
         examples = task.examples("train", cfg.batch_size, seed=cfg.seed, start=(step - 1) * cfg.batch_size * 2,
                                  mistake_rate=cfg.mistake_rate)
         ids, mask, labels = _batch(tokenizer, examples, task)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss = model(inputs_embeds=_noisy_inputs(model, ids, labels, cfg, gen), attention_mask=mask,
+                     labels=labels).loss
         for g in opt.param_groups:
             g["lr"] = lr_at(step - 1)
         opt.zero_grad(set_to_none=True)

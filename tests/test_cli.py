@@ -37,3 +37,15 @@ def test_eval_writes_json(tmp_path, capsys):
 def test_bad_mode_is_a_clear_error(capsys):
     assert main(["compare", "--modes", "soft,warm"]) == 2
     assert "unknown mode 'warm'" in capsys.readouterr().err
+
+
+def test_curves_writes_html(tmp_path, capsys):
+    run = tmp_path / "soft"
+    run.mkdir()
+    run.joinpath("metrics.jsonl").write_text("\n".join(json.dumps({"step": s, "reward": s, "entropy": 0.1,
+                                                                   "cot/mean_length": 9}) for s in (1, 2, 3)))
+    out = tmp_path / "c.html"
+    assert main(["curves", str(run), "--out", str(out)]) == 0
+    assert out.stat().st_size > 1000 and '"soft"' in out.read_text()
+    assert main(["curves", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "no metrics.jsonl" in capsys.readouterr().err

@@ -22,9 +22,10 @@ def fresh():
 def test_two_step_smoke_run_changes_every_parameter(mode, tmp_path):
     model, tok = fresh()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = RLConfig(mode=mode, steps=2, learning_rate=1e-3, warmup_steps=0, **{**SMALL, "group_size": 6})
+    cfg = RLConfig(mode=mode, steps=2, learning_rate=1e-3, warmup_steps=0,
+                   **{**SMALL, "prompts_per_step": 3, "group_size": 8})
     ms = list(train(model, tok, cfg, output_dir=tmp_path, progress=False))
-    assert ms[0]["frac_reward_zero_std"] < 1  # some group has a learning signal
+    assert min(m["frac_reward_zero_std"] for m in ms) < 1  # some group has a learning signal
     assert [m["step"] for m in ms] == [1, 2]
     for m in ms:
         assert math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]) and 0 <= m["reward"] <= 100
