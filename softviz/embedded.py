@@ -18,15 +18,12 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from softviz.models import EMBEDDED_DIR
+from softviz.models import EMBEDDED_DIR, save_model
 from softviz.tasks.arithmetic import ArithmeticTask, corpus
 
 
@@ -119,35 +116,14 @@ def _noisy_inputs(model, ids, labels, cfg: EmbeddedConfig, gen: torch.Generator)
     return emb + noise * where[..., None]
 
 
-@torch.no_grad()
-def greedy_accuracy(model, tokenizer, task, examples, max_new_tokens: int = 64, batch_size: int = 128) -> float:
-    """Greedy pass@1 with transformers `generate` (used while training, before the softviz engine exists)."""
-    from softviz.tasks.base import extract_boxed
+def greedy_accuracy(model, tokenizer, task, examples) -> float:
+    """Greedy pass@1 with the softviz engine (hard-greedy equals transformers' greedy generate)."""
+    from softviz.evaluate import evaluate
 
     model.eval()
-    correct = 0
-    for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        enc = tokenizer([task.prompt(e) for e in chunk], return_tensors="pt", padding=True)
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(out[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
-        correct += sum(task.is_correct(extract_boxed(t), e.answer) for t, e in zip(texts, chunk))
+    acc = evaluate(model, tokenizer, task, examples, "hard-greedy", max_cot_tokens=64, max_answer_tokens=16).pass_at[1]
     model.train()
-    return correct / len(examples)
-
-
-def save_atomically(model, tokenizer, out_dir: Path, meta: dict) -> None:
-    """Write the model folder whole or not at all: into a temporary sibling, then rename."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".tmp-embedded-"))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the assets are meant to be read by everyone
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "softviz_embedded.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    return acc
 
 
 def train(cfg: EmbeddedConfig, out_dir: Path = EMBEDDED_DIR, log=print) -> dict:
@@ -192,7 +168,7 @@ def train(cfg: EmbeddedConfig, out_dir: Path = EMBEDDED_DIR, log=print) -> dict:
     meta = {"config": dataclasses.asdict(cfg), "steps": step, "val_greedy_pass@1": acc,
             "minutes": round((time.time() - t0) / 60, 2), "parameters": n_params, "history": history}
     model.eval()
-    save_atomically(model, tokenizer, out_dir, meta)
+    save_model(model, tokenizer, out_dir, meta, meta_file="softviz_embedded.json")
     log(f"saved {out_dir} after {step} steps, validation greedy pass@1 {acc:.3f}")
     return meta
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -85,3 +88,26 @@ def prepare_tokenizer(tokenizer):
             raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token first")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = None,
+               meta_file: str = "softviz.json") -> Path:
+    """save_pretrained the model and tokenizer (plus optional JSON metadata) into a temporary sibling, then
+    rename it into place: the folder is whole or absent, never half written."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; model folders are meant to be shared
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if meta is not None:
+            (tmp / meta_file).write_text(json.dumps(meta, indent=2) + "\n")
+        old = folder.with_name(folder.name + ".old")
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

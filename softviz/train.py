@@ -28,6 +28,7 @@ from softviz import mixing, rl
 from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
 from softviz.generate import embedding_matrix, generate
+from softviz.models import save_model
 from softviz.tasks import get_task
 from softviz.tasks.base import Task
 
@@ -82,20 +83,6 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     scheduler.load_state_dict(ck["scheduler"])
     torch.set_rng_state(ck["rng"])
     return ck
-
-
-def save_model(model, tokenizer, folder: Path) -> None:
-    """save_pretrained into a temporary sibling, then rename: the folder is whole or absent."""
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    if old.exists():
-        import shutil
-        shutil.rmtree(old)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

@@ -43,3 +43,15 @@ def test_local_folder_roundtrip(tmp_path, embedded):
     m2, t2 = load_model(str(tmp_path), device="cpu")
     assert t2.vocab_size == tok.vocab_size
     assert m2.get_input_embeddings().weight.equal(model.get_input_embeddings().weight)
+
+
+def test_save_model_replaces_a_folder_whole(tmp_path, embedded):
+    from softviz.models import save_model
+
+    model, tok = embedded
+    save_model(model, tok, tmp_path / "m", meta={"a": 1})
+    save_model(model, tok, tmp_path / "m", meta={"a": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary or old folder left
+    assert '"a": 2' in (tmp_path / "m" / "softviz.json").read_text()
+    m2, _ = load_model(str(tmp_path / "m"), device="cpu")
+    assert m2.num_parameters() == model.num_parameters()
