@@ -120,6 +120,9 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
           progress: bool = True) -> Iterator[dict]:
     """Run RL on `model` in place, yielding one metrics dict per step (TRL's names where they mean the same).
 
+    With validation on (cfg.eval_every > 0), a fresh run first yields a step-0 record holding only the
+    greedy validation accuracy of the starting model, which is also the first `best/` model.
+
     Args:
         model, tokenizer: the policy (e.g. from load_model) and its tokenizer.
         cfg: RLConfig.
@@ -160,6 +163,19 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc=f"RL {cfg.mode}/{cfg.algorithm}", unit="step")
+
+    def validate() -> float:
+        return evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
+                        max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed).pass_at[1]
+
+    if start == 0 and cfg.eval_every:  # the starting point of the curve, and the first "best" model
+        model.eval()
+        best = validate()
+        if out is not None:
+            save_model(model, tokenizer, out / BEST)
+            with open(out / METRICS, "w") as f:
+                f.write(json.dumps({"step": 0, "val/greedy_accuracy": best}) + "\n")
+        yield {"step": 0, "val/greedy_accuracy": best, "val/best_greedy_accuracy": best}
 
     B, G = cfg.prompts_per_step, cfg.group_size
     for step in range(start, cfg.steps):
@@ -203,11 +219,10 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
              **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr, "advantage_abs_mean": float(adv.abs().mean()),
              "time/rollout": t1 - t0, "time/loss_backward": t2 - t1, "time/optimizer": t3 - t2}
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            res = evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
-                           max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed)
-            m["val/greedy_accuracy"] = res.pass_at[1]
-            if res.pass_at[1] > best:
-                best = res.pass_at[1]
+            acc = validate()
+            m["val/greedy_accuracy"] = acc
+            if acc > best:
+                best = acc
                 if out is not None:
                     save_model(model, tokenizer, out / BEST)
             m["val/best_greedy_accuracy"] = best

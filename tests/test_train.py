@@ -61,6 +61,8 @@ def test_validation_keeps_the_best_model_and_traces_are_saved(tmp_path):
                    **{**SMALL, "eval_every": 1})
     model, tok = fresh()
     ms = list(train(model, tok, cfg, output_dir=tmp_path, progress=False))
+    assert [m["step"] for m in ms] == [0, 1, 2] and set(ms[0]) == {"step", "val/greedy_accuracy",
+                                                                  "val/best_greedy_accuracy"}
     assert all(0 <= m["val/greedy_accuracy"] <= 1 for m in ms)
     assert ms[-1]["val/best_greedy_accuracy"] == max(m["val/greedy_accuracy"] for m in ms)
     best, _ = load_model(str(tmp_path / "best"), device="cpu")
