@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import sys
 
 from softviz.config import PRESETS, Mode
@@ -113,9 +114,11 @@ def cmd_train(args) -> None:
     fields = {f.name for f in dataclasses.fields(RLConfig)}
     cfg = RLConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     model, tok = load_model(args.model, device=args.device)
-    print(f"RL run: {json.dumps(dataclasses.asdict(cfg))}", flush=True)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, one process prints
+    if main_process:
+        print(f"RL run: {json.dumps(dataclasses.asdict(cfg))}", flush=True)
     for m in train(model, tok, cfg, output_dir=args.output_dir, resume=not args.restart, progress=not args.quiet):
-        if args.quiet or "val/greedy_accuracy" in m:
+        if main_process and (args.quiet or "val/greedy_accuracy" in m):
             keys = ["step", "reward", "accuracy", "entropy", "loss", "grad_norm", "val/greedy_accuracy", "step_time"]
             print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in keys if k in m}),
                   flush=True)

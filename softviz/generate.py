@@ -117,7 +117,7 @@ def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context:
 def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = "soft", *, n: int = 1,
              max_cot_tokens: int = 128, max_answer_tokens: int = 32, seed: int = 0,
              trace: bool | TraceConfig = False, answer_cue: str = ANSWER_CUE,
-             progress: Progress | None = None) -> Rollouts:
+             progress: Progress | None = None, prompt_index_offset: int = 0) -> Rollouts:
     """Roll out a CoT and a hard answer for each prompt, `n` times, under `mode`.
 
     Args:
@@ -131,6 +131,8 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
         trace: True or a TraceConfig to record a Trace (top-k weights, entropy, noise, nearest tokens...).
         answer_cue: the text whose appearance in the shadow text ends the CoT.
         progress: optional callback(step, max_steps).
+        prompt_index_offset: the index of prompts[0] in a larger batch, for the rollout seeds: a shard of a
+            batch then rolls out exactly as it would in the whole batch (used by multi-process training).
 
     Returns: Rollouts (with `.trace` when asked).
 
@@ -152,7 +154,7 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
                                     len(late_prefill))
 
     rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]  # prompt-major
-    gens = mixing.row_generators([rollout_seed(seed, pi, j) for pi, j in rows], device)
+    gens = mixing.row_generators([rollout_seed(seed, prompt_index_offset + pi, j) for pi, j in rows], device)
     row_ids = [prompt_tok[pi] for pi, _ in rows]
     E = embedding_matrix(model)  # (V, d) in the model's dtype
     sigma = mixing.noise_std(E, mode.noise_scale) if mode.is_mixture else 0.0

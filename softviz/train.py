@@ -115,13 +115,61 @@ def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task
     return m
 
 
+class Parallel:
+    """Data parallelism across the processes that `accelerate launch` (or torchrun) starts.
+
+    Each process rolls out a contiguous shard of the step's prompts (their rollout seeds are those of the
+    whole batch, so the union equals a one-process step); gradients and metrics are averaged with
+    accelerate's collectives; only the main process writes files. With one process it does nothing.
+    """
+
+    def __init__(self):
+        self.acc, self.rank, self.world = None, 0, 1
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator
+
+            self.acc = Accelerator(cpu=not torch.cuda.is_available())
+            self.rank, self.world = self.acc.process_index, self.acc.num_processes
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int, what: str) -> slice:
+        if n % self.world:
+            raise ValueError(f"{what} = {n} must be divisible by the number of processes ({self.world})")
+        size = n // self.world
+        return slice(self.rank * size, (self.rank + 1) * size)
+
+    def mean_grads(self, params) -> None:
+        """All-reduce the gradients to their mean (one flat collective)."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = self.acc.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
+        for g, new in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(new.view_as(g))
+
+    def mean(self, metrics: dict) -> dict:
+        if self.world == 1:
+            return metrics
+        keys = [k for k, v in metrics.items() if isinstance(v, float)]
+        values = self.acc.reduce(torch.tensor([metrics[k] for k in keys], device=self.acc.device), reduction="mean")
+        return {**metrics, **dict(zip(keys, values.tolist()))}
+
+    def barrier(self) -> None:
+        if self.acc is not None:
+            self.acc.wait_for_everyone()
+
+
 def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | None = None,
           reward_fn: Callable[..., list] | None = None, task: Task | None = None, resume: bool = True,
           progress: bool = True) -> Iterator[dict]:
     """Run RL on `model` in place, yielding one metrics dict per step (TRL's names where they mean the same).
 
     With validation on (cfg.eval_every > 0), a fresh run first yields a step-0 record holding only the
-    greedy validation accuracy of the starting model, which is also the first `best/` model.
+    greedy validation accuracy of the starting model, which is also the first `best/` model. Under
+    `accelerate launch` the step's prompts are split across processes (see Parallel).
 
     Args:
         model, tokenizer: the policy (e.g. from load_model) and its tokenizer.
@@ -139,6 +187,11 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     reward_fn = reward_fn or task.reward
     mode = cfg.rollout_mode
     rl.check_trainable(mode)
+    par = Parallel()
+    shard = par.shard(cfg.prompts_per_step, "RLConfig.prompts_per_step")
+    val = task.examples("validation", cfg.eval_size, seed=cfg.seed)[par.shard(cfg.eval_size, "RLConfig.eval_size")]
+    if par.acc is not None:
+        model.to(par.acc.device)
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -146,7 +199,6 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
-    val = task.examples("validation", cfg.eval_size, seed=cfg.seed)
     start, best = 0, -1.0
     if out is not None and resume and (out / CHECKPOINT).exists():
         ck = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
@@ -154,83 +206,47 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
             raise ValueError(f"{out / CHECKPOINT} was written with another RLConfig; use a new output_dir or "
                              "resume=False to start over")
         start, best, sigma = ck["step"], ck["best"], ck["sigma"]
-        _truncate_metrics(out / METRICS, start)  # steps after the checkpoint will be run again
+        if par.main:
+            _truncate_metrics(out / METRICS, start)  # steps after the checkpoint will be run again
         if ref is not None:
             ref.load_state_dict(ck["ref"])
-    advantages_fn = (rl.rloo_advantages if cfg.algorithm == "rloo"
-                     else lambda r, g: rl.grpo_advantages(r, g, scale=cfg.scale_rewards))
+    writes = out is not None and par.main
     bar = None
-    if progress:
+    if progress and par.main:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc=f"RL {cfg.mode}/{cfg.algorithm}", unit="step")
 
     def validate() -> float:
-        return evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
-                        max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed).pass_at[1]
+        model.eval()
+        acc = evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
+                       max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed).pass_at[1]
+        return par.mean({"acc": acc})["acc"]
 
     if start == 0 and cfg.eval_every:  # the starting point of the curve, and the first "best" model
-        model.eval()
         best = validate()
-        if out is not None:
+        if writes:
             save_model(model, tokenizer, out / BEST)
             with open(out / METRICS, "w") as f:
                 f.write(json.dumps({"step": 0, "val/greedy_accuracy": best}) + "\n")
         yield {"step": 0, "val/greedy_accuracy": best, "val/best_greedy_accuracy": best}
 
-    B, G = cfg.prompts_per_step, cfg.group_size
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
-        # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
-        examples = task.examples("train", B, seed=cfg.seed, start=step * B)
-        prompts = [task.prompt(e) for e in examples]
-        want_trace = out is not None and (step + 1) in cfg.trace_steps
-        model.eval()
-        r = generate(model, tokenizer, prompts, mode, n=G, max_cot_tokens=cfg.max_cot_tokens,
-                     max_answer_tokens=cfg.max_answer_tokens, seed=step_seed(cfg.seed, step),
-                     answer_cue=task.answer_cue, trace=TraceConfig() if want_trace else False)
-        golds = [examples[i].answer for i in r.prompt_index.tolist()]
-        rewards = torch.tensor(reward_fn(prompts=[prompts[i] for i in r.prompt_index.tolist()],
-                                         completions=r.answer_texts, answer=golds), dtype=torch.float32)
-        adv = advantages_fn(rewards, G)
-        t1 = time.perf_counter()
-
-        model.train()
-        logp = rl.sequence_logprobs(model, r, mode, sigma=sigma)
-        ref_lp = None
-        if ref is not None:
-            with torch.no_grad():
-                ref_lp = rl.sequence_logprobs(ref, r, mode, sigma=sigma)
-        old = None
-        if cfg.epsilon is not None:
-            old = dataclasses.replace(logp, cot=r.cot_logprobs.to(logp.cot.device),
-                                      answer=r.answer_logprobs.to(logp.answer.device))
-        loss, loss_metrics = rl.policy_loss(logp, adv, old=old, epsilon=cfg.epsilon, ref=ref_lp, beta=cfg.beta)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-        t2 = time.perf_counter()
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        model.eval()
-        t3 = time.perf_counter()
-
-        m = {"step": step + 1, **_rollout_metrics(r, rewards, G, cfg, task, golds), "loss": float(loss.detach()),
-             **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr, "advantage_abs_mean": float(adv.abs().mean()),
-             "time/rollout": t1 - t0, "time/loss_backward": t2 - t1, "time/optimizer": t3 - t2}
+        want_trace = writes and (step + 1) in cfg.trace_steps
+        m, r, extra = _rl_step(model, tokenizer, cfg, task, reward_fn, mode, sigma, optimizer, scheduler, ref, par,
+                               shard, step, want_trace)
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            acc = validate()
-            m["val/greedy_accuracy"] = acc
+            m["val/greedy_accuracy"] = acc = validate()
             if acc > best:
                 best = acc
-                if out is not None:
+                if writes:
                     save_model(model, tokenizer, out / BEST)
             m["val/best_greedy_accuracy"] = best
         if want_trace:
-            r.trace.meta.update({"train_step": step + 1, "rewards": rewards.tolist(), "golds": golds})
+            r.trace.meta.update({"train_step": step + 1, **extra})
             r.trace.save(out / "traces" / f"step{step + 1:05d}.safetensors")
         m["step_time"] = time.perf_counter() - t0
-        if out is not None:
+        if writes:
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(m) + "\n")
             if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
@@ -238,9 +254,56 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
                 if ref is not None:
                     state["ref"] = ref.state_dict()
                 save_checkpoint(out, model, optimizer, scheduler, state)
+        par.barrier()
         if bar is not None:
             bar.update(1)
             bar.set_postfix(reward=f"{m['reward']:.1f}", acc=f"{m['accuracy']:.2f}")
         yield m
     if bar is not None:
         bar.close()
+
+
+def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma, optimizer, scheduler, ref,
+             par: Parallel, shard: slice, step: int, want_trace: bool):
+    """One RL step on this process's shard of prompts: rollouts, rewards, advantages, loss, update."""
+    t0 = time.perf_counter()
+    # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
+    examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[shard]
+    prompts = [task.prompt(e) for e in examples]
+    model.eval()
+    r = generate(model, tokenizer, prompts, mode, n=cfg.group_size, max_cot_tokens=cfg.max_cot_tokens,
+                 max_answer_tokens=cfg.max_answer_tokens, seed=step_seed(cfg.seed, step), answer_cue=task.answer_cue,
+                 trace=TraceConfig() if want_trace else False, prompt_index_offset=shard.start)
+    golds = [examples[i].answer for i in r.prompt_index.tolist()]
+    rewards = torch.tensor(reward_fn(prompts=[prompts[i] for i in r.prompt_index.tolist()],
+                                     completions=r.answer_texts, answer=golds), dtype=torch.float32)
+    adv = (rl.rloo_advantages(rewards, cfg.group_size) if cfg.algorithm == "rloo"
+           else rl.grpo_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards))
+    t1 = time.perf_counter()
+
+    model.train()
+    logp = rl.sequence_logprobs(model, r, mode, sigma=sigma)
+    ref_lp = None
+    if ref is not None:
+        with torch.no_grad():
+            ref_lp = rl.sequence_logprobs(ref, r, mode, sigma=sigma)
+    old = None
+    if cfg.epsilon is not None:
+        old = dataclasses.replace(logp, cot=r.cot_logprobs.to(logp.cot.device),
+                                  answer=r.answer_logprobs.to(logp.answer.device))
+    loss, loss_metrics = rl.policy_loss(logp, adv, old=old, epsilon=cfg.epsilon, ref=ref_lp, beta=cfg.beta)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    par.mean_grads(model.parameters())
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+    t2 = time.perf_counter()
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    model.eval()
+    t3 = time.perf_counter()
+    m = {"step": step + 1, **_rollout_metrics(r, rewards, cfg.group_size, cfg, task, golds),
+         "loss": float(loss.detach()), **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr,
+         "advantage_abs_mean": float(adv.abs().mean()), "time/rollout": t1 - t0, "time/loss_backward": t2 - t1,
+         "time/optimizer": t3 - t2}
+    return par.mean(m), r, {"rewards": rewards.tolist(), "golds": golds}

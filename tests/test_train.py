@@ -109,3 +109,35 @@ def test_untrainable_mode_and_task_without_cue_are_refused():
 
     with pytest.raises(ValueError, match="no answer cue"):
         next(train(model, tok, RLConfig(steps=1, **SMALL), task=NoCue(), progress=False))
+
+
+@pytest.mark.slow
+def test_two_processes_with_accelerate_equal_one_process(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` (gloo): each process rolls out half the prompts; the
+    averaged update equals the one-process update exactly."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bin_dir = Path(sys.executable).parent
+    args = ["train", "--mode", "soft", "--steps", "2", "--prompts-per-step", "2", "--group-size", "4",
+            "--max-cot-tokens", "24", "--max-answer-tokens", "6", "--eval-every", "0", "--save-every", "0",
+            "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "softviz.cli", *args,
+                          "--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    one = subprocess.run([str(bin_dir / "softviz"), *args, "--output-dir", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a = torch.load(tmp_path / "one" / CHECKPOINT, weights_only=False)["model"]
+    b = torch.load(tmp_path / "two" / CHECKPOINT, weights_only=False)["model"]
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    base, _ = fresh()
+    assert any(not torch.equal(a[k], v) for k, v in base.state_dict().items())  # the run did update the model
+    steps_two = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    steps_one = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in steps_two] == [1, 2]  # one process wrote, once per step
+    assert [m["reward"] for m in steps_two] == pytest.approx([m["reward"] for m in steps_one])
