@@ -169,9 +169,8 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
         Hs.append(H)
     cot = torch.zeros((B, Tm), device=device, dtype=lps[0].dtype if lps else torch.float32)
     cot_H = torch.zeros((B, Tm))
-    if lps:
-        cot = cot.index_put((rows.expand_as(t_idx)[sel].to(device), torch.arange(Tm).expand_as(t_idx)[sel].to(device)),
-                            torch.cat(lps))
+    if lps:  # boolean-mask assignment keeps the graph: gradients flow into the log-probs
+        cot[sel.to(device)] = torch.cat(lps)
         cot_H[sel] = torch.cat(Hs).float().cpu()
 
     sel = ans_mask
@@ -181,9 +180,9 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
                .gather(-1, tok_ans[s : s + chunk, None]).squeeze(-1) for s in range(0, len(h_ans), chunk)]
     answer = torch.zeros((B, Am), device=device, dtype=ans_lps[0].dtype if ans_lps else torch.float32)
     if ans_lps:
-        answer = answer.index_put((rows.expand_as(a_idx)[sel].to(device), torch.arange(Am).expand_as(a_idx)[sel].to(device)),
-                                  torch.cat(ans_lps))
-    return SequenceLogProbs(cot, answer, cot_mask.to(device), ans_mask.to(device), cot_H)
+        answer[sel.to(device)] = torch.cat(ans_lps)
+    # fresh masks: the ones above index the graph, and callers may edit what they get back
+    return SequenceLogProbs(cot, answer, cot_mask.clone().to(device), ans_mask.clone().to(device), cot_H)
 
 
 # ---- the loss ------------------------------------------------------------------------------------------------
