@@ -105,12 +105,16 @@ def embedding_rms(E: Tensor) -> float:
 
     Cached on the tensor until it is modified in place (a 150k x 896 matrix takes ~0.4 s on a CPU).
     """
-    hit = getattr(E, "_softviz_rms", None)
-    if hit is not None and hit[0] == E._version:
-        return hit[1]
-    rms = E.detach().float().pow(2).mean().sqrt().item()
-    E._softviz_rms = (E._version, rms)
-    return rms
+    return _per_version(E, "_softviz_rms", lambda: E.detach().float().pow(2).mean().sqrt().item())
+
+
+def _per_version(E: Tensor, name: str, compute):
+    """compute(), cached as an attribute of E until E is modified in place (its _version changes)."""
+    hit = getattr(E, name, None)
+    if hit is None or hit[0] != E._version:
+        hit = (E._version, compute())
+        setattr(E, name, hit)
+    return hit[1]
 
 
 def noise_std(E: Tensor, gamma: float) -> float:
@@ -161,11 +165,7 @@ def nearest_tokens(x: Tensor, E: Tensor, k: int, metric: str = "cosine", chunk: 
     if metric not in ("cosine", "l2"):
         raise ValueError(f"metric must be 'cosine' or 'l2', got {metric!r}")
     Ef = E.detach().float()
-    hit = getattr(E, "_softviz_norm2", None)  # squared row norms, cached like embedding_rms
-    if hit is None or hit[0] != E._version:
-        hit = (E._version, Ef.pow(2).sum(-1))  # (V,)
-        E._softviz_norm2 = hit
-    e_norm2 = hit[1]
+    e_norm2 = _per_version(E, "_softviz_norm2", lambda: Ef.pow(2).sum(-1))  # (V,) squared row norms
     ids, scores = [], []
     for xc in x.float().split(chunk):
         dots = xc @ Ef.T  # (n, V)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from softviz.files import atomic_file
 
 FORMAT_VERSION = 1
 
@@ -108,15 +109,8 @@ class Trace:
             tensors[f"layer::{name}"] = t.contiguous()
         header = {"format": "softviz-trace", "version": str(FORMAT_VERSION),
                   "meta": json.dumps(self.meta), "token_strings": json.dumps(self.token_strings)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_file(path) as tmp:
             save_file(tensors, tmp, metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return path
 
     @classmethod

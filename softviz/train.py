@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,6 +26,7 @@ import torch
 from softviz import mixing, rl
 from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
+from softviz.files import atomic_file
 from softviz.generate import embedding_matrix, generate
 from softviz.models import save_model
 from softviz.tasks import get_task
@@ -51,21 +51,11 @@ def cosine_schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> None:
     """Everything needed to resume exactly, in one file written whole or not at all."""
-    _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, out / CHECKPOINT)
+    with atomic_file(out / CHECKPOINT) as tmp:
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, tmp)
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
@@ -89,10 +79,8 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= last_step]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write("".join(l + "\n" for l in lines))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        Path(tmp).write_text("".join(l + "\n" for l in lines))
 
 
 def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task, golds) -> dict:
