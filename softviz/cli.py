@@ -111,6 +111,7 @@ def cmd_train(args) -> None:
     from softviz.models import load_model
     from softviz.train import train
 
+    _apply_config_file(args)
     fields = {f.name for f in dataclasses.fields(RLConfig)}
     cfg = RLConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     model, tok = load_model(args.model, device=args.device)
@@ -143,6 +144,31 @@ def cmd_curves(args) -> None:
     else:
         fig.write_image(args.out, scale=2)  # needs Chrome/Chromium (kaleido); set BROWSER_PATH if not found
     print(f"wrote {args.out}")
+
+
+def _apply_config_file(args) -> None:
+    """Fill the train flags not given on the command line from `--config FILE`: a JSON object of RLConfig
+    fields plus an optional "model" (configs/ holds the paper's settings). Flags given on the command line win."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from softviz.config import RLConfig
+
+    if args.config is None:
+        return
+    try:
+        settings = json.loads(Path(args.config).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {args.config}: {err}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--config {args.config}: expected a JSON object of settings")
+    allowed = ["model", *(f.name for f in dataclasses.fields(RLConfig))]
+    for key, value in settings.items():
+        if key not in allowed:
+            raise ValueError(f"--config {args.config}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        if getattr(args, key) is None:  # every train flag defaults to None, so None means "not given"
+            setattr(args, key, value)
 
 
 def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
@@ -201,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--output-dir", default=None, help="checkpoints, best/, metrics.jsonl, traces/ (resumed if present)")
     p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint in --output-dir")
     p.add_argument("--quiet", action="store_true", help="no progress bar; print every step")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="JSON file of RLConfig fields and \"model\" (see configs/); flags given here override it")
     _add_rl_arguments(p)
     p.set_defaults(fn=cmd_train)
 

@@ -2,16 +2,30 @@
 
 from softviz.tasks.arithmetic import ArithmeticTask
 from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, Example, Task, extract_boxed, normalize_number
+from softviz.tasks.gsm8k import GSM8KTask
+from softviz.tasks.math import MATHTask
+
+TASKS = ("arithmetic", "arithmetic-story", "arithmetic-puzzle", "gsm8k", "math")
 
 
-def get_task(name: str) -> Task:
-    """A task by name: 'arithmetic' (the embedded task, alias of 'arithmetic-story') or 'arithmetic-puzzle'."""
+def get_task(name: str, **kwargs) -> Task:
+    """A task by name: 'arithmetic' (the embedded task, alias of 'arithmetic-story'), 'arithmetic-puzzle',
+    'gsm8k' or 'math' (train on MATH, test on MATH-500).
+
+    `kwargs` go to the real-data tasks, e.g. get_task("gsm8k", path="data/gsm8k") for a local copy; without
+    them their environment variables (SOFTVIZ_GSM8K_PATH, SOFTVIZ_MATH500_PATH, SOFTVIZ_MATH_TRAIN_PATH)
+    or the Hub are used.
+    """
+    if name in ("gsm8k", "math"):
+        return (GSM8KTask if name == "gsm8k" else MATHTask)(**kwargs)
+    if kwargs:
+        raise ValueError(f"task {name!r} takes no options, got {sorted(kwargs)}")
     if name in ("arithmetic", "arithmetic-story"):
         return ArithmeticTask("story")
     if name == "arithmetic-puzzle":
         return ArithmeticTask("puzzle")
-    raise ValueError(f"unknown task {name!r}; choose one of: arithmetic, arithmetic-story, arithmetic-puzzle")
+    raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
 
 
-__all__ = ["ANSWER_CUE", "BOX_OPEN", "ArithmeticTask", "Example", "Task", "extract_boxed", "get_task",
-           "normalize_number"]
+__all__ = ["ANSWER_CUE", "BOX_OPEN", "ArithmeticTask", "Example", "GSM8KTask", "MATHTask", "TASKS", "Task",
+           "extract_boxed", "get_task", "normalize_number"]
