@@ -191,6 +191,9 @@ class RLConfig:
     scale_rewards: bool = True  # GRPO only: divide by the group std
     epsilon: float | None = None  # PPO-style ratio clip (not in the paper)
     beta: float = 0.0  # KL weight to the frozen initial model (not in the paper)
+    embedding_lr_scale: float = 1.0  # E's learning rate = scale x learning_rate (the paper: 1)
+    cot_weight: float = 1.0  # weight of the CoT log-prob terms in the loss (the paper: 1; 0 trains the answer only)
+    mixture_embedding_grad: bool = True  # False: the Gaussian term trains p only, not E through the mean p·E
     eval_every: int = 10  # greedy validation every N steps (0: never); the best checkpoint is kept
     eval_size: int = 128
     save_every: int = 10  # checkpoint every N steps (0: only at the end)
@@ -225,6 +228,10 @@ class RLConfig:
             bad("epsilon", "0 < epsilon < 1 or None")
         if not (_finite(self.beta) and self.beta >= 0):
             bad("beta", ">= 0")
+        if not (_finite(self.cot_weight) and self.cot_weight >= 0):
+            bad("cot_weight", ">= 0")
+        if not (_finite(self.embedding_lr_scale) and self.embedding_lr_scale >= 0):
+            bad("embedding_lr_scale", ">= 0 (0 freezes the embeddings)")
         object.__setattr__(self, "trace_steps", tuple(int(s) for s in self.trace_steps))
 
     @property

@@ -121,13 +121,15 @@ def build_inputs(model, r: Rollouts):
 
 
 def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: float | None = None,
-                      chunk: int = 1024) -> SequenceLogProbs:
+                      chunk: int = 1024, mixture_embedding_grad: bool = True) -> SequenceLogProbs:
     """Recompute every action's log-prob in one teacher-forced pass (paper.md §2.1, "practical loss").
 
     Args:
         model: the policy (its current weights); r: rollouts it (or an earlier version) produced.
         mode: the rollout mode (default r.mode); sigma: σ of the Gaussian term (default r.sigma).
         chunk: positions per chunk when applying the LM head and p·E (bounds memory on large vocabularies).
+        mixture_embedding_grad: False stops the Gaussian term's gradient into E through the mean p·E (it
+            still reaches E through p, i.e. the LM head when tied, and through hard-token inputs).
     """
     mode = mode or r.mode
     sigma = r.sigma if sigma is None else sigma
@@ -146,6 +148,7 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
     ans_mask = torch.arange(Am)[None, :] < A[:, None]
     rows = torch.arange(B)[:, None]
     E = embedding_matrix(model)
+    E_mean = E if mixture_embedding_grad else E.detach()
     ans_temp = mode.answer_temperature or 1.0
 
     def cot_terms(h, tok, x):  # h (n, d) hidden, tok (n,), x (n, d) stored inputs
@@ -155,7 +158,7 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
             lp = torch.log_softmax(logits / mode.cot_temperature, -1).gather(-1, tok[:, None]).squeeze(-1)
         else:
             p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
-            lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E), sigma)  # grads via p and E
+            lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E_mean), sigma)  # grads via p (and E)
         return lp, H
 
     sel = cot_mask

@@ -184,7 +184,7 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.is_mixture else 0.0
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
     start, best = 0, -1.0
@@ -251,6 +251,18 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
         bar.close()
 
 
+def _param_groups(model, cfg: RLConfig) -> list[dict]:
+    """AdamW groups: the embedding matrix (shared with the LM head when tied) at embedding_lr_scale x lr."""
+    E = model.get_input_embeddings().weight
+    rest = [p for p in model.parameters() if p is not E]
+    groups = [{"params": rest}]
+    if cfg.embedding_lr_scale > 0:
+        groups.append({"params": [E], "lr": cfg.learning_rate * cfg.embedding_lr_scale})
+    else:
+        E.requires_grad_(False)
+    return groups
+
+
 def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma, optimizer, scheduler, ref,
              par: Parallel, shard: slice, step: int, want_trace: bool):
     """One RL step on this process's shard of prompts: rollouts, rewards, advantages, loss, update."""
@@ -270,7 +282,7 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     t1 = time.perf_counter()
 
     model.train()
-    logp = rl.sequence_logprobs(model, r, mode, sigma=sigma)
+    logp = rl.sequence_logprobs(model, r, mode, sigma=sigma, mixture_embedding_grad=cfg.mixture_embedding_grad)
     ref_lp = None
     if ref is not None:
         with torch.no_grad():
@@ -279,6 +291,8 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     if cfg.epsilon is not None:
         old = dataclasses.replace(logp, cot=r.cot_logprobs.to(logp.cot.device),
                                   answer=r.answer_logprobs.to(logp.answer.device))
+    if cfg.cot_weight != 1.0:
+        logp = dataclasses.replace(logp, cot=logp.cot * cfg.cot_weight)
     loss, loss_metrics = rl.policy_loss(logp, adv, old=old, epsilon=cfg.epsilon, ref=ref_lp, beta=cfg.beta)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -155,3 +155,21 @@ def test_soft_policy_gradient_moves_the_mixture_toward_rewarded_inputs():
         loss.backward()
         opt.step()
     assert distance() < start - 0.05
+
+
+def test_detached_mixture_mean_leaves_fuzzy_cot_gradient_nowhere_but_p(embedded):
+    """mixture_embedding_grad=False: in fuzzy mode (p one-hot) the Gaussian terms reach E only through the
+    mean p·E, so detaching it leaves the embedding rows of the fed tokens untouched by the CoT term."""
+    model, tok = embedded
+    r = generate(model, tok, PROMPTS[:2], Mode.preset("fuzzy", answer_temperature=1.0), n=2, max_cot_tokens=16, seed=0)
+    E = model.get_input_embeddings().weight
+    grads = {}
+    for flag in (True, False):
+        model.zero_grad()
+        lp = sequence_logprobs(model, r, mixture_embedding_grad=flag)
+        (lp.cot * lp.cot_mask).sum().backward()
+        fed = r.cot_tokens[r.cot_tokens >= 0].unique()
+        grads[flag] = E.grad[fed].abs().sum().item() if E.grad is not None else 0.0
+    model.zero_grad()
+    assert grads[True] > 1.0
+    assert grads[False] < 1e-3 * grads[True]

@@ -93,6 +93,8 @@ def test_damaged_checkpoint_is_reported(tmp_path):
     (dict(algorithm="ppo"), "algorithm"),
     (dict(steps=0), "steps"),
     (dict(epsilon=1.5), "epsilon"),
+    (dict(cot_weight=-1.0), "cot_weight"),
+    (dict(embedding_lr_scale=float("nan")), "embedding_lr_scale"),
 ])
 def test_bad_configuration(fields, message):
     with pytest.raises(ValueError, match=f"RLConfig.{message}"):
@@ -109,6 +111,28 @@ def test_untrainable_mode_and_task_without_cue_are_refused():
 
     with pytest.raises(ValueError, match="no answer cue"):
         next(train(model, tok, RLConfig(steps=1, **SMALL), task=NoCue(), progress=False))
+
+
+def test_cot_weight_zero_and_frozen_embeddings(tmp_path):
+    """embedding_lr_scale=0 keeps E (and the tied head) exactly as it was while the blocks train;
+    cot_weight=0 drops the Gaussian CoT terms, which dominate a soft step's gradient norm."""
+    model, tok = fresh()
+    E0 = model.get_input_embeddings().weight.detach().clone()
+    cfg = RLConfig(mode="soft", steps=2, learning_rate=1e-3, warmup_steps=0, embedding_lr_scale=0.0,
+                   **{**SMALL, "prompts_per_step": 3, "group_size": 8})
+    ms = list(train(model, tok, cfg, progress=False))
+    assert torch.equal(model.get_input_embeddings().weight, E0)
+    assert any(not torch.equal(p, q) for p, q in zip(model.model.layers[0].parameters(),
+                                                      fresh()[0].model.layers[0].parameters()))
+    # the CoT terms dominate the gradient norm; without them it is far smaller
+    norms = {}
+    for w in (1.0, 0.0):
+        model, tok = fresh()
+        cfg = RLConfig(mode="soft", steps=1, learning_rate=1e-3, warmup_steps=0, cot_weight=w,
+                       **{**SMALL, "prompts_per_step": 3, "group_size": 8})
+        norms[w] = next(train(model, tok, cfg, progress=False))["grad_norm"]
+    assert 0 < norms[0.0] < norms[1.0]
+    assert len(ms) == 2
 
 
 @pytest.mark.slow
