@@ -83,7 +83,9 @@ def cmd_eval(args) -> None:
     """pass@k of modes on a task split (the embedded model's README numbers come from here)."""
     import json
 
-    from softviz.evaluate import evaluate
+    from softviz.evaluate import evaluate, solution_nll
+    from softviz.files import atomic_file
+    from softviz.tasks import get_task
 
     model, tok, task = _load(args)
     examples = task.examples(args.split, args.problems)
@@ -92,14 +94,38 @@ def cmd_eval(args) -> None:
     for mode in _modes(args.modes):
         n = 1 if mode.is_greedy else args.n
         res = evaluate(model, tok, task, examples, mode, n=n, ks=ks, max_cot_tokens=args.max_cot_tokens,
-                       max_answer_tokens=args.max_answer_tokens, seed=args.seed)
+                       max_answer_tokens=args.max_answer_tokens, seed=args.seed, entropy_profile=True)
         print(res.summary(), flush=True)
         results.append({"mode": res.mode, "n": n, "pass_at": res.pass_at, "boxed_rate": res.boxed_rate,
-                        "mean_cot_length": res.mean_cot_length, "seconds": round(res.seconds, 1)})
+                        "mean_cot_length": res.mean_cot_length, "seconds": round(res.seconds, 1),
+                        "entropy_by_position": [round(h, 5) for h in res.entropy_by_position]})
+    report = {"task": args.task, "split": args.split, "problems": args.problems, "results": results}
+    if args.ood_task:
+        ood = get_task(args.ood_task)
+        report["ood_nll"] = nll = solution_nll(model, tok, ood, ood.examples("test", args.problems))
+        print(f"NLL per token of the correct solution on {args.ood_task} ({nll['problems']} problems): "
+              f"{nll['solution']:.3f} (whole solution), {nll['answer']:.3f} (answer after the cue)")
     if args.json:
         from pathlib import Path
-        Path(args.json).write_text(json.dumps({"task": args.task, "split": args.split, "problems": args.problems,
-                                               "results": results}, indent=2) + "\n")
+        with atomic_file(Path(args.json)) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def cmd_matrix(args) -> None:
+    """The paper's train x inference table: train hard/soft/fuzzy models, evaluate six settings (resumable)."""
+    import dataclasses
+
+    from softviz.matrix import MatrixConfig, run_matrix
+
+    fields = {f.name for f in dataclasses.fields(MatrixConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if args.quick:  # a minutes-long check of the whole pipeline, not a result
+        kw = {"seeds": (0,), "steps": 4, "eval_every": 2, "eval_size": 16, "problems": 8, "samples": 4,
+              "ks": (1, 4), "ood_problems": 8, **kw}
+    summary = run_matrix(args.out, MatrixConfig(**kw), model=args.model, device=args.device)
+    from softviz.matrix import markdown_table
+    print(markdown_table(summary))
+    print(f"wrote {args.out}/matrix.json and {args.out}/table.md")
 
 
 def cmd_train(args) -> None:
@@ -219,7 +245,21 @@ def main(argv=None) -> int:
     p.add_argument("-n", type=int, default=32, help="samples per problem for sampled modes")
     p.add_argument("-k", default="1,32", help="k values for pass@k")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
+    p.add_argument("--ood-task", default=None,
+                   help="also the per-token NLL of the correct solutions of this task (e.g. arithmetic-puzzle)")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("matrix", help=cmd_matrix.__doc__)
+    p.add_argument("--out", default="results/matrix", help="output folder (resumed when it exists)")
+    p.add_argument("--model", default=None, help="base model folder or Hub id (default: the embedded model)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--task", default=None, help="(default: arithmetic)")
+    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=None, help="(default: 0,1)")
+    p.add_argument("--steps", type=int, default=None, help="RL steps per trained model (default: 300)")
+    p.add_argument("--problems", type=int, default=None, help="test problems per cell (default: 200)")
+    p.add_argument("--samples", type=int, default=None, help="samples per problem when sampling (default: 32)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
+    p.set_defaults(fn=cmd_matrix)
 
     p = sub.add_parser("train", help=cmd_train.__doc__)
     p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")

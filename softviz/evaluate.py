@@ -7,6 +7,8 @@ import math
 import time
 from typing import Sequence
 
+import torch
+
 from softviz.config import Mode
 from softviz.generate import generate
 from softviz.tasks.base import Example, Task
@@ -37,6 +39,8 @@ class EvalResult:
     boxed_rate: float  # share of rollouts with an extractable \boxed{} answer
     mean_cot_length: float
     seconds: float
+    entropy_by_position: list[float] = dataclasses.field(default_factory=list)  # mean CoT entropy of p per step
+
 
     def summary(self) -> str:
         ks = ", ".join(f"pass@{k} {100 * v:.1f}%" for k, v in self.pass_at.items())
@@ -46,17 +50,30 @@ class EvalResult:
 
 def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mode | str, *, n: int = 1,
              ks: Sequence[int] = (1,), max_cot_tokens: int = 128, max_answer_tokens: int = 32, seed: int = 0,
-             batch_rows: int = 256, progress=None) -> EvalResult:
-    """Roll out `n` samples per example under `mode` and score them with the task's checker."""
+             batch_rows: int = 256, progress=None, entropy_profile: bool = False) -> EvalResult:
+    """Roll out `n` samples per example under `mode` and score them with the task's checker.
+
+    With `entropy_profile`, also the mean entropy of p (nats, at τ = 1) at each CoT position over all
+    rollouts that reach it (the paper's Fig. 4 profile).
+    """
+    from softviz.config import TraceConfig
+
     mode = Mode.preset(mode) if isinstance(mode, str) else mode
     ks = [k for k in ks if k <= n]
     per_batch = max(1, batch_rows // n)
     correct, rewards, boxed, lengths = [], [], 0, []
+    H_sum = torch.zeros(max_cot_tokens, dtype=torch.float64)
+    H_count = torch.zeros(max_cot_tokens, dtype=torch.float64)
     t0 = time.time()
     for start in range(0, len(examples), per_batch):
         chunk = examples[start : start + per_batch]
         r = generate(model, tokenizer, [task.prompt(e) for e in chunk], mode, n=n, max_cot_tokens=max_cot_tokens,
-                     max_answer_tokens=max_answer_tokens, seed=seed + start, answer_cue=task.answer_cue)
+                     max_answer_tokens=max_answer_tokens, seed=seed + start, answer_cue=task.answer_cue,
+                     trace=TraceConfig(top_k=1, nearest_k=0) if entropy_profile else False)
+        if entropy_profile:
+            T = r.trace.entropy.shape[1]
+            H_sum[:T] += (r.trace.entropy.double() * r.trace.mask).sum(0)
+            H_count[:T] += r.trace.mask.double().sum(0)
         golds = [chunk[i].answer for i in r.prompt_index.tolist()]
         scores = task.reward(completions=r.answer_texts, answer=golds)
         rewards += scores
@@ -67,5 +84,46 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
         if progress:
             progress(min(start + per_batch, len(examples)), len(examples))
     pass_at = {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks}
+    profile = (H_sum[H_count > 0] / H_count[H_count > 0]).tolist() if entropy_profile else []
     return EvalResult(mode.label, len(examples), n, correct, pass_at, sum(rewards) / len(rewards),
-                      boxed / len(rewards), sum(lengths) / len(lengths), time.time() - t0)
+                      boxed / len(rewards), sum(lengths) / len(lengths), time.time() - t0, profile)
+
+
+@torch.no_grad()
+def solution_nll(model, tokenizer, task: Task, examples: Sequence[Example], *, batch: int = 64) -> dict:
+    """Per-token NLL (nats) of the correct worked solution, teacher-forced after the prompt: the analogue of
+    the paper's "softer touch" measure (Table 2: the NLL of the correct answer under the fine-tuned model).
+
+    Returns {"solution": mean NLL per token of the whole solution, "answer": of the tokens after the answer
+    cue (the boxed answer), "problems": n}. Needs examples with a worked `reasoning` that contains the cue.
+    """
+    if any(e.reasoning is None or task.answer_cue not in e.reasoning for e in examples):
+        raise ValueError(f"solution_nll needs examples whose `reasoning` is a worked solution containing the answer "
+                         f"cue {task.answer_cue!r}; task {task.name!r} does not provide them")
+    device = next(model.parameters()).device
+    sums = {"solution": 0.0, "answer": 0.0}
+    counts = {"solution": 0, "answer": 0}
+    for s in range(0, len(examples), batch):
+        rows, spans = [], []
+        for e in examples[s : s + batch]:
+            # cut before the cue's trailing space, which the tokenizer attaches to the next word
+            cut = e.reasoning.rindex(task.answer_cue) + len(task.answer_cue.rstrip())
+            prompt = tokenizer.encode(task.prompt(e), add_special_tokens=False)
+            cot = tokenizer.encode(" " + e.reasoning[:cut], add_special_tokens=False)
+            answer = tokenizer.encode(e.reasoning[cut:], add_special_tokens=False)
+            rows.append(prompt + cot + answer)
+            spans.append((len(prompt), len(prompt) + len(cot), len(rows[-1])))
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id or 0)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        nll = -torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
+        for i, (a, b, c) in enumerate(spans):  # token j is predicted at position j - 1
+            sums["solution"] += float(nll[i, a - 1 : c - 1].sum())
+            counts["solution"] += c - a
+            sums["answer"] += float(nll[i, b - 1 : c - 1].sum())
+            counts["answer"] += c - b
+    return {k: sums[k] / max(1, counts[k]) for k in sums} | {"problems": len(examples)}

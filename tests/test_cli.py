@@ -32,6 +32,17 @@ def test_eval_writes_json(tmp_path, capsys):
     assert [r["mode"] for r in res] == ["hard-greedy", "hard"]
     assert res[0]["n"] == 1 and res[1]["n"] == 4
     assert res[1]["pass_at"]["4"] >= res[1]["pass_at"]["1"]
+    assert res[0]["entropy_by_position"] == [] or all(h >= 0 for h in res[0]["entropy_by_position"])
+
+
+def test_eval_reports_the_off_domain_nll(tmp_path, capsys):
+    path = tmp_path / "eval.json"
+    assert main(["eval", "--modes", "hard", "--problems", "4", "-n", "2", "-k", "1", "--ood-task",
+                 "arithmetic-puzzle", "--json", str(path)]) == 0
+    report = json.loads(path.read_text())
+    assert report["ood_nll"]["problems"] == 4 and report["ood_nll"]["solution"] > 0
+    assert f"{report['ood_nll']['solution']:.3f}" in capsys.readouterr().out
+    assert len(report["results"][0]["entropy_by_position"]) > 10
 
 
 def test_bad_mode_is_a_clear_error(capsys):
