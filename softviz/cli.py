@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import signal
 import sys
+import threading
 
 from softviz.config import PRESETS, Mode
 
@@ -279,12 +281,26 @@ def main(argv=None) -> int:
     p.set_defaults(fn=cmd_curves)
 
     args = parser.parse_args(argv)
+    # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: files are written whole, so the last
+    # checkpoint stays valid and the same command resumes from it
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
         args.fn(args)
     except ValueError as err:  # user-facing errors: say what is wrong, no stack trace
         print(f"softviz {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = " Run the same command again to resume from the last checkpoint." if args.command in ("train", "matrix") else ""
+        print(f"softviz {args.command}: interrupted.{hint}", file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -76,9 +76,17 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the records up to the checkpoint's step; drop later ones and a line torn by a kill mid-write."""
     if not path.exists():
         return
-    lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= last_step]
+
+    def keep(line: str) -> bool:
+        try:
+            return json.loads(line)["step"] <= last_step
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return False
+
+    lines = [l for l in path.read_text().splitlines() if l.strip() and keep(l)]
     with atomic_file(path) as tmp:
         Path(tmp).write_text("".join(l + "\n" for l in lines))
 
