@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
+import numbers
 from typing import Callable, Sequence
 
 import torch
@@ -99,7 +100,7 @@ def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context:
         if not isinstance(p, str) or not p.strip():
             raise ValueError(f"prompt {i} is empty or not a string: {p!r}")
     for name, value in (("n", n), ("max_cot_tokens", max_cot_tokens), ("max_answer_tokens", max_answer_tokens)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     ids = [tokenizer.encode(p) for p in prompts]
     if context is not None:
@@ -142,6 +143,9 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
         >>> r.answers
     """
     mode = Mode.preset(mode) if isinstance(mode, str) else mode
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    _check_cue(tokenizer, answer_cue)
     trace_cfg = TraceConfig() if trace is True else (trace or None)
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -169,6 +173,18 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
                            max_cot_tokens + len(late_prefill) + max_answer_tokens, max_answer_tokens, progress)
     return _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state, mode, seed, sigma, trace_cfg, E,
                      recorder.outputs if recorder else None, pad_id)
+
+
+def _check_cue(tokenizer, answer_cue: str) -> None:
+    """The CoT ends when the decoded shadow text ends with the cue, so the tokenizer must be able to spell it."""
+    core = answer_cue.strip()
+    if not core:
+        return
+    back = tokenizer.decode(tokenizer.encode(" " + core, add_special_tokens=False), skip_special_tokens=False)
+    if " ".join(back.split()) != " ".join(core.split()):
+        raise ValueError(f"the tokenizer cannot express the answer cue {core!r} (encoding then decoding it gives "
+                         f"{back.strip()!r}), so no CoT could ever end on it. Use a task whose cue the tokenizer "
+                         "can spell, or a tokenizer with byte fallback.")
 
 
 class _RowState:
@@ -241,6 +257,10 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state: _RowSta
     B, per_step = len(row_ids), []
     for step in range(max_steps):
         logits = out.logits[:, -1]
+        if not bool(torch.isfinite(logits[(state.phase != DONE).to(device)]).all()):
+            raise ValueError(f"the model returned non-finite logits (inf or NaN) at decode step {step} in "
+                             f"{logits.dtype}: half precision overflows on some models. Load it in float32 or "
+                             "bfloat16 (load_model(..., dtype=torch.bfloat16)).")
         inp = torch.zeros((B, E.shape[1]), dtype=E.dtype, device=device)
         cur = state.phase.clone()  # each row acts on its phase at the start of the step
         cot_rows = (cur == COT).nonzero().squeeze(-1)

@@ -1,5 +1,7 @@
 """The engine's contracts (DESIGN.md "What must hold") on the embedded model and tiny random models."""
 
+import copy
+
 import pytest
 import torch
 
@@ -189,8 +191,43 @@ def test_eos_stops_rows_independently(embedded):
     (dict(prompts=["User: x Assistant:"], max_answer_tokens=-1), "max_answer_tokens must be an integer >= 1"),
     (dict(prompts=["User: x Assistant:"], n=0), "n must be an integer >= 1"),
     (dict(prompts=["word " * 600]), "context is 512 tokens"),
+    (dict(prompts=["User: x Assistant:"], max_cot_tokens=10**9), "leave room for 0"),
+    (dict(prompts=["User: x Assistant:"], n=2.5), "n must be an integer"),
+    (dict(prompts=["User: x Assistant:"], seed=float("nan")), "seed must be an integer"),
+    (dict(prompts=[None]), "prompt 0 is empty or not a string"),
+    (dict(prompts=["User: x Assistant:"], mode="warm"), "unknown mode 'warm'"),
 ])
 def test_bad_input_gives_clear_errors(embedded, kwargs, message):
     model, tok = embedded
     with pytest.raises(ValueError, match=message):
-        generate(model, tok, mode="soft", **kwargs)
+        generate(model, tok, **{"mode": "soft", **kwargs})
+
+
+def test_non_ascii_prompts_roll_out(embedded):
+    model, tok = embedded
+    r = generate(model, tok, ["User: Combien font 3 + 4 ? 数字 🙂 Assistant:"], "soft", n=2, max_cot_tokens=12, seed=0)
+    assert len(r.answers) == 2 and r.cot_lengths.min() >= 1
+    assert tok.decode(r.prompt_ids[0]).startswith("User: Combien font 3 + 4 ? 数字 🙂")  # byte fallback, lossless
+
+
+def test_a_cue_the_tokenizer_cannot_spell_is_refused(embedded):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    model, _ = embedded
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, "User:": 3, "x": 4, "Assistant:": 5}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    with pytest.raises(ValueError, match="cannot express the answer cue 'The final answer is:'"):
+        generate(model, words, ["User: x Assistant:"], "soft", max_cot_tokens=4)
+
+
+def test_non_finite_half_precision_logits_are_reported(embedded):
+    model, tok = embedded
+    half = copy.deepcopy(model).half()
+    with torch.no_grad():
+        half.model.norm.weight.mul_(1e6)  # hidden states ~1e6: fp16 logits overflow to inf
+    for mode in ("soft", "hard"):
+        with pytest.raises(ValueError, match="non-finite logits.*float16.*bfloat16"):
+            generate(half, tok, ["User: x Assistant:"], mode, max_cot_tokens=4)
