@@ -25,6 +25,8 @@ from softviz import Mode, TraceConfig, generate
 from softviz.models import load_model, prepare_tokenizer
 
 CUE = "The final answer is: "
+# a cue the CoT never produces, so every rollout runs to max_cot_tokens; spelled with words each tokenizer has
+NEVER_CUE = {False: "zz never zz", True: "w7 w11 w13"}
 
 
 def qwen_shaped(layers: int = 24):
@@ -67,13 +69,13 @@ def bench_model(name, model, tok, prompts, n, new_tokens, repeats):
     def ours(mode, trace=False):
         def run():
             r = generate(model, tok, prompts, mode, n=n, max_cot_tokens=new_tokens, max_answer_tokens=1,
-                         seed=0, trace=trace, answer_cue="zz never zz")
+                         seed=0, trace=trace, answer_cue=NEVER_CUE[tok.name_or_path == "" or "w7" in tok.get_vocab()])
             steps["ours"] = int((r.cot_lengths + torch.tensor([len(p) for p in r.prefill_ids]) + r.answer_lengths).max())
             steps["trace"] = r.trace
         return run
 
     probe = generate(model, tok, prompts, "hard", n=1, max_cot_tokens=new_tokens, max_answer_tokens=1,
-                     answer_cue="zz never zz")
+                     answer_cue=NEVER_CUE[tok.name_or_path == "" or "w7" in tok.get_vocab()])
     total_steps = new_tokens + len(probe.prefill_ids[0]) + 1
     enc = tok([p for p in prompts for _ in range(n)], return_tensors="pt", padding=True)
 
@@ -96,7 +98,7 @@ def bench_model(name, model, tok, prompts, n, new_tokens, repeats):
     assert steps["ours"] == total_steps, (steps, total_steps)
     # trace bytes per rollout step with the default recording (no opt-in inputs or layers)
     r = generate(model, tok, prompts, "soft", n=n, max_cot_tokens=new_tokens, max_answer_tokens=1, trace=True,
-                 answer_cue="zz never zz")
+                 answer_cue=NEVER_CUE[tok.name_or_path == "" or "w7" in tok.get_vocab()])
     per_step = r.trace.nbytes() / int(r.trace.mask.sum())
     hard = rows["softviz hard"]["tokens_per_s"]
     ratios = {

@@ -130,6 +130,21 @@ def cmd_matrix(args) -> None:
     print(f"wrote {args.out}/matrix.json and {args.out}/table.md")
 
 
+def cmd_app(args) -> None:
+    """The Gradio app: compare modes side by side, fine-tune live, explore traces (`softviz app -h` for its flags)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "app" / "app.py"
+    if not path.is_file():
+        raise ValueError(f"the app is not here: {path} is missing (it ships with the source repository, not the wheel)")
+    spec = importlib.util.spec_from_file_location("softviz_app", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["softviz_app"] = module  # its dataclasses look the module up while it executes
+    spec.loader.exec_module(module)
+    module.main(args.app_args)
+
+
 def cmd_train(args) -> None:
     """RL fine-tuning (RLOO or GRPO) with hard, soft or fuzzy CoTs; prints one line per step."""
     import dataclasses
@@ -257,8 +272,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default=None)
     p.add_argument("--task", default=None, help="(default: arithmetic)")
     p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=None, help="(default: 0,1)")
-    p.add_argument("--steps", type=int, default=None, help="RL steps per trained model (default: 300)")
-    p.add_argument("--problems", type=int, default=None, help="test problems per cell (default: 200)")
+    p.add_argument("--steps", type=int, default=None, help="RL steps per trained model (default: 200)")
+    p.add_argument("--problems", type=int, default=None, help="test problems per cell (default: 100)")
     p.add_argument("--samples", type=int, default=None, help="samples per problem when sampling (default: 32)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
     p.set_defaults(fn=cmd_matrix)
@@ -274,13 +289,19 @@ def main(argv=None) -> int:
     _add_rl_arguments(p)
     p.set_defaults(fn=cmd_train)
 
+    p = sub.add_parser("app", help=cmd_app.__doc__, add_help=False)  # -h goes to the app's own parser
+    p.set_defaults(fn=cmd_app)
+
     p = sub.add_parser("curves", help=cmd_curves.__doc__)
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
     p.add_argument("--out", default="curves.html", help="output .html or .png")
     p.add_argument("--title", default="RL fine-tuning on the embedded task")
     p.set_defaults(fn=cmd_curves)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "app":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.app_args = extra
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: files are written whole, so the last
     # checkpoint stays valid and the same command resumes from it
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None

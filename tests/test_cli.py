@@ -1,6 +1,8 @@
 import json
 import re
 
+import pytest
+
 from softviz.cli import main
 
 
@@ -60,3 +62,14 @@ def test_curves_writes_html(tmp_path, capsys):
     assert out.stat().st_size > 1000 and '"soft"' in out.read_text()
     assert main(["curves", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "no metrics.jsonl" in capsys.readouterr().err
+
+
+def test_app_command_hands_its_flags_to_the_app(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["app", "-h"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "--max-rollouts" in out and "--share" in out
+    with pytest.raises(SystemExit):
+        main(["compare", "--not-a-flag"])
+    assert "unrecognized arguments: --not-a-flag" in capsys.readouterr().err

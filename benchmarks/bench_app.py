@@ -1,0 +1,147 @@
+"""The app's default comparison (hard, soft, fuzzy x 8 rollouts on the embedded model) once the app has started,
+against the 5 s target: the handler alone; through gradio_client (queue, serialisation, HTTP); and in headless
+Chromium, from the click on Compare until the answers, shadow texts and entropy heatmaps are shown (the first of
+the handler's two updates), and until every figure is drawn (what a visitor waits for).
+
+    python benchmarks/bench_app.py [--repeats 5] [--out benchmarks/results/bench_app.json]
+
+Each browser repeat opens the page afresh (a new visitor). The first request after start is reported apart from
+the median of the rest. Without Chromium (/usr/bin/chromium, or SOFTVIZ_CHROMIUM) the browser rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_S = 5.0
+CHROMIUM = os.environ.get("SOFTVIZ_CHROMIUM", "/usr/bin/chromium")
+# Columns of the three modes with answers and their entropy heatmap (the first update), then with all three
+# figures each, and the four figures across modes (the second update; the page opens with 4 placeholders).
+SHOWN = """() => [...document.querySelectorAll('.sv-mode-column')]
+    .filter(c => c.innerText.includes('correct') && c.querySelectorAll('.js-plotly-plot').length >= 1).length >= 3"""
+ALL_DRAWN = """() => [...document.querySelectorAll('.sv-mode-column')]
+    .filter(c => c.querySelectorAll('.js-plotly-plot').length >= 3).length >= 3
+    && document.querySelectorAll('.js-plotly-plot').length >= 13"""
+
+
+def load_app():
+    spec = importlib.util.spec_from_file_location("softviz_app", ROOT / "app" / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["softviz_app"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def default_args(app):
+    question, gold = app.first_problem()
+    return ["embedded", question, gold, list(app.DEFAULT_MODES), 8, 0.5, 1.0, 0.33, 96, 0, False]
+
+
+def summary(times: list[float]) -> dict:
+    return {"first_s": times[0], "median_s": statistics.median(times[1:] or times), "all_s": times}
+
+
+def timed(fn, repeats: int) -> dict:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return summary(times)
+
+
+def bench_browser(url: str, repeats: int) -> tuple[dict, dict] | None:
+    """(click -> results shown, click -> every figure drawn), each over `repeats` fresh page loads."""
+    if not os.path.isfile(CHROMIUM):
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+
+        def one():
+            page.goto(url)
+            button = page.get_by_role("button", name="Compare", exact=True)
+            button.wait_for(timeout=60_000)
+            page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 4", timeout=60_000)
+            page.wait_for_timeout(500)  # the page has settled, as when a visitor has read the problem
+            t0 = time.perf_counter()
+            button.click()
+            page.wait_for_function(SHOWN, timeout=60_000, polling=20)
+            t1 = time.perf_counter()
+            page.wait_for_function(ALL_DRAWN, timeout=60_000, polling=20)
+            return t1 - t0, time.perf_counter() - t0
+
+        times = [one() for _ in range(repeats)]
+        browser.close()
+    return summary([t[0] for t in times]), summary([t[1] for t in times])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_app.json"))
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    app = load_app()
+    settings = app.Settings()
+    app.warm_up(settings)
+    demo = app.build_demo(settings)
+    _, url, _ = app.launch(demo, settings, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    start_s = time.perf_counter() - t0
+
+    rows = {}
+    try:
+        # the browser first: its first click is the first request the started app serves
+        browser = bench_browser(url, args.repeats)
+        if browser is not None:
+            rows["browser: click -> results shown"] = browser[0]
+            rows["browser: click -> every figure drawn"] = browser[1]
+        from gradio_client import Client
+
+        client = Client(url, verbose=False)
+        rows["gradio_client: /compare round trip"] = timed(
+            lambda: client.predict(*default_args(app), api_name="/compare"), args.repeats)
+        client.close()
+        rows["handler on_compare, called directly"] = timed(
+            lambda: list(app.on_compare(*default_args(app), settings, app.Session())), args.repeats)
+    finally:
+        demo.close()
+
+    print(f"app start (import, model load, warm-up, launch): {start_s:.1f} s; "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    print(f"default comparison: {', '.join(app.DEFAULT_MODES)} x 8 rollouts; target {TARGET_S:.0f} s "
+          "(ratio = time / target, <= 1 meets it)")
+    for name, r in rows.items():
+        print(f"  {name:<40} first {r['first_s']:5.2f} s ({r['first_s'] / TARGET_S:.2f})   "
+              f"median {r['median_s']:5.2f} s ({r['median_s'] / TARGET_S:.2f})")
+    name = "browser: click -> every figure drawn" if browser else "gradio_client: /compare round trip"
+    worst = max(rows[name]["first_s"], rows[name]["median_s"])
+    print(f"{name}: {worst:.2f} s at worst, ratio to target {worst / TARGET_S:.2f} "
+          f"({'meets' if worst <= TARGET_S else 'misses'} the 5 s target)")
+    out = {"setup": {"modes": list(app.DEFAULT_MODES), "rollouts": 8, "max_cot_tokens": 96, "model": "embedded",
+                     "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                     "load_average_1min": os.getloadavg()[0], "python": platform.python_version(),
+                     "torch": torch.__version__, "gradio": __import__("gradio").__version__,
+                     "repeats": args.repeats, "target_s": TARGET_S, "app_start_s": start_s},
+           "rows": {k: {**v, "first_ratio": v["first_s"] / TARGET_S, "median_ratio": v["median_s"] / TARGET_S}
+                    for k, v in rows.items()}}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

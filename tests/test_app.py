@@ -1,0 +1,410 @@
+"""The Gradio app: host settings, every handler called directly with the embedded model, and the launched app
+driven through gradio_client (two clients = two visitors, whose fine-tuned models stay apart)."""
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+gr = pytest.importorskip("gradio")
+
+APP_FILE = Path(__file__).resolve().parents[1] / "app" / "app.py"
+
+
+def load_app_module():
+    """app/app.py as the module `softviz_app` (app/ is a folder to deploy, not a package)."""
+    if "softviz_app" in sys.modules:
+        return sys.modules["softviz_app"]
+    spec = importlib.util.spec_from_file_location("softviz_app", APP_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["softviz_app"] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def app():
+    return load_app_module()
+
+
+@pytest.fixture(scope="module")
+def settings(app):
+    return app.Settings()
+
+
+@pytest.fixture(scope="module")
+def problem(app):
+    return app.first_problem()
+
+
+@pytest.fixture(scope="module")
+def compared(app, settings, problem):
+    """One default comparison (hard, soft, fuzzy x 8) in a fresh session: (session, on_compare's outputs)."""
+    session = app.Session()
+    first, out = app.on_compare("embedded", problem[0], problem[1], ["hard", "soft", "fuzzy"], 8, 0.5, 1.0, 0.33,
+                                96, 0, False, settings, session)
+    return session, first, out
+
+
+def last(updates):
+    """The final update of a streaming handler (what a gradio_client predict returns)."""
+    return list(updates)[-1]
+
+
+def is_figure(x) -> bool:
+    import plotly.graph_objects as go
+
+    return isinstance(x, go.Figure) and len(x.data) > 0
+
+
+# ---- settings ----------------------------------------------------------------------------------------------
+
+def test_settings_come_from_flags_then_environment_then_defaults(app):
+    env = {"SOFTVIZ_MODELS": "embedded, Qwen/Qwen2.5-0.5B-Instruct", "SOFTVIZ_MAX_ROLLOUTS": "16",
+           "SOFTVIZ_MAX_MODES": "3"}
+    s, args = app.parse_args(["--max-rollouts", "4", "--share", "--port", "7999"], environ=env)
+    assert s.models == ("embedded", "Qwen/Qwen2.5-0.5B-Instruct")
+    assert (s.max_rollouts, s.max_modes, s.max_cot_tokens) == (4, 3, app.Settings().max_cot_tokens)
+    assert args.share and args.port == 7999
+    s, _ = app.parse_args(["--models", "a,b,a"], environ={})
+    assert s.models == ("a", "b")  # duplicates dropped, order kept
+    with pytest.raises(ValueError, match="max_rollouts"):
+        app.Settings.from_env({"SOFTVIZ_MAX_ROLLOUTS": "0"})
+    with pytest.raises(ValueError, match="integer"):
+        app.Settings.from_env({"SOFTVIZ_MAX_ROLLOUTS": "many"})
+    with pytest.raises(ValueError, match="empty"):
+        app.Settings(models=())
+
+
+def test_only_allow_listed_models_load(app, settings):
+    model, tok = app.get_model("embedded", settings)
+    assert app.get_model("embedded", settings)[0] is model  # loaded once, shared read-only
+    for name in ("/etc", "../softviz/assets/embedded", "gpt2"):
+        with pytest.raises(ValueError, match="not offered here"):
+            app.get_model(name, settings)
+
+
+def test_build_demo_exposes_the_handlers_by_name(app, settings):
+    demo = app.build_demo(settings)
+    names = {d.api_name for d in demo.fns.values() if d.api_name}
+    assert {"compare", "random_problem", "rollout", "train", "cancel", "open_trace", "pick_trace", "explore_rollout",
+            "explore_step"} <= names
+    demo.close()
+
+
+# ---- Compare -----------------------------------------------------------------------------------------------
+
+def test_random_problem_is_a_test_problem_with_its_answer(app):
+    from softviz.tasks import get_task
+
+    question, gold = app.random_problem()
+    task = get_task("arithmetic")
+    golds = {task.example("test", i).question: task.example("test", i).answer for i in range(2000)}
+    assert golds[question] == gold
+
+
+def test_build_modes_applies_tau_and_gamma_where_they_belong(app):
+    hard, soft, fuzzy, greedy = app.build_modes(["hard", "soft", "fuzzy", "hard-greedy"], 0.7, 0.8, 0.5)
+    assert (hard.cot_temperature, hard.noise_scale) == (0.8, 0.0)
+    assert (soft.cot_temperature, soft.noise_scale) == (0.7, 0.5)
+    assert (fuzzy.cot_temperature, fuzzy.noise_scale) == (1e-4, 0.5)  # fuzzy keeps its τ: that is what it is
+    assert greedy.cot_temperature == 0.0
+    with pytest.raises(ValueError, match="unknown mode"):
+        app.build_modes(["warm"], 0.5, 1.0, 0.33)
+
+
+def test_compare_fills_one_column_per_mode(app, settings, compared):
+    from softviz import Trace
+
+    session, first, out = compared
+    per = len(app.SLOT_PARTS)
+    # the first update already shows answers, shadow texts and entropy; the last is whole, with every figure
+    assert first[0] == out[0] and first[1:5] == [None] * 4
+    assert first[5 + 1].startswith("### hard") and is_figure(first[5 + 3]) and first[5 + 5] is None
+    assert first[5 + 3] is out[5 + 3]  # built once
+    summary, shared, slots = out[0], out[1:5], out[5:5 + per * settings.max_modes]
+    rollout_slider, explore_pick, state = out[5 + per * settings.max_modes:]
+    assert "| hard |" in summary and "| fuzzy |" in summary and "Gold answer" in summary
+    assert all(is_figure(f) for f in shared)  # entropy profiles, diversity, projection, pass@k
+    for i in range(settings.max_modes):
+        column, header, shadow, heat, soft_text, mixture, noise, download = slots[i * per:(i + 1) * per]
+        if i < 3:
+            label = ["hard", "soft", "fuzzy"][i]
+            assert column.visible and header.startswith(f"### {label}") and "correct" in header
+            assert shadow[0][0].startswith("#0 → ") and any(isinstance(s, float) for _, s in shadow)
+            assert sum(tok.startswith(("\n#", "#")) for tok, s in shadow if s is None) == 8  # one line per rollout
+            assert all(0.0 <= s <= 1.0 for _, s in shadow if s is not None)
+            assert is_figure(heat) and is_figure(mixture) and is_figure(noise) and "Soft text" in soft_text
+            path = download.value["path"] if isinstance(download.value, dict) else download.value
+            assert download.visible and Trace.load(path).meta["mode_label"] == label
+        else:
+            assert column.visible is False
+    assert explore_pick.choices == [("hard", "hard"), ("soft", "soft"), ("fuzzy", "fuzzy")]
+    assert rollout_slider.maximum == 7 and state is session
+    trace = session.compare["traces"]["soft"]
+    assert trace.inputs is not None and trace.meta["gold"] and len(trace.meta["correct"]) == 8
+
+
+def test_compare_replays_with_the_same_seed(app, settings, problem, compared):
+    session = compared[0]
+    again = app.compare("embedded", problem[0], problem[1], ["soft"], 8, 0.5, 1.0, 0.33, 96, 0, False, settings,
+                        app.Session())
+    assert again["traces"]["soft"].meta["answers"] == session.compare["traces"]["soft"].meta["answers"]
+
+
+def test_rollout_slider_redraws_the_per_rollout_figures(app, settings, compared):
+    session = compared[0]
+    out = app.on_rollout(3, settings, session)
+    assert len(out) == 3 * settings.max_modes
+    soft_text, mixture, noise = out[:3]
+    assert "rollout 3" in soft_text and is_figure(mixture) and is_figure(noise)
+    assert out[9:] == ["", None, None] * (settings.max_modes - 3)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(n=1000), "between 1 and 32"),
+    (dict(max_cot_tokens=10_000), "between 1 and 128"),
+    (dict(mode_names=[]), "at least one mode"),
+    (dict(mode_names=["hard", "soft", "fuzzy", "hard-greedy", "soft-greedy", "fuzzy-greedy", "gumbel"]), "at most 6"),
+    (dict(question="  "), "type a problem"),
+    (dict(question="x" * 3000), "accepts 2000"),
+    (dict(model_name="/etc/passwd"), "not offered here"),
+    (dict(use_finetuned=True), "Train tab first"),
+    (dict(gamma=-1), "γ must be between"),
+    (dict(n="eight"), "whole number"),
+])
+def test_a_visitors_mistake_is_a_readable_message(app, settings, problem, change, message):
+    args = dict(model_name="embedded", question=problem[0], gold=problem[1], mode_names=["hard"], n=2, soft_tau=0.5,
+                hard_tau=1.0, gamma=0.33, max_cot_tokens=16, seed=0, use_finetuned=False)
+    args.update(change)
+    with pytest.raises(gr.Error, match=message):
+        last(app.on_compare(*args.values(), settings, app.Session()))
+
+
+def test_host_limits_are_enforced_on_the_server(app, problem):
+    small = app.Settings(max_rollouts=2, max_modes=1, max_cot_tokens=8)
+    with pytest.raises(gr.Error, match="between 1 and 2"):
+        last(app.on_compare("embedded", problem[0], "", ["hard"], 3, 0.5, 1.0, 0.33, 8, 0, False, small,
+                            app.Session()))
+    with pytest.raises(gr.Error, match="at most 1"):
+        last(app.on_compare("embedded", problem[0], "", ["hard", "soft"], 2, 0.5, 1.0, 0.33, 8, 0, False, small,
+                            app.Session()))
+    with pytest.raises(gr.Error, match="this server allows 8"):
+        app.on_train("embedded", "hard", "rloo", 1, 1e-4, 4, 4, app.Settings(max_train_rollouts=8),
+                     app.Session()).__next__()
+    out = last(app.on_compare("embedded", problem[0], "", ["hard"], 2, 0.5, 1.0, 0.33, 8, 0, False, small,
+                              app.Session()))
+    assert "not given" in out[0] and out[4] is None  # no gold answer: no pass@k, answers unmarked
+
+
+# ---- Train -------------------------------------------------------------------------------------------------
+
+def test_train_streams_curves_then_before_after_and_never_touches_the_shared_model(app, settings, problem):
+    shared, _ = app.get_model("embedded", settings)
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    session = app.Session()
+    updates = list(app.on_train("embedded", "hard", "rloo", 2, 1e-3, 4, 2, settings, session))
+    assert "Measuring" in updates[0][0]
+    steps = [u for u in updates[1:-1]]
+    assert [f"Step {s} / 2" in u[0] for s, u in enumerate(steps)] == [True] * 3  # step-0 validation, then each step
+    assert 'aria-valuenow="1" aria-valuemax="2"' in steps[1][0] and "width:50.0%" in steps[1][0]  # the progress bar
+    assert all(is_figure(u[1]) for u in steps[1:])  # live curves
+    status, curves, summary, figure, table, checkbox, state = updates[-1]
+    assert "Finished after 2 of 2 steps" in status and "Before / after" in summary
+    assert is_figure(figure) and len(table) == app.BEFORE_AFTER_PROMPTS and checkbox.interactive
+    assert state is session and session.finetuned["config"].steps == 2
+    trained = session.finetuned["model"]
+    assert trained is not shared
+    assert any(not torch.equal(p, before[k]) for k, p in trained.state_dict().items())
+    assert all(torch.equal(p, before[k]) for k, p in shared.state_dict().items())
+    # the fine-tuned model answers in Compare, for this session only
+    out = last(app.on_compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, settings,
+                              session))
+    assert "fine-tuned from embedded" in out[0]
+    with pytest.raises(gr.Error, match="Train tab first"):
+        last(app.on_compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, settings,
+                            app.Session()))
+
+
+def test_cancel_stops_training_between_steps(app, settings):
+    session = app.Session()
+    app.on_cancel(session)  # an old Cancel does not stop the next run
+    run = app.on_train("embedded", "soft", "grpo", 50, 1e-4, 2, 2, settings, session)
+    next(run)  # measuring the starting model
+    next(run)  # step 0 (validation)
+    assert "Stopping" in app.on_cancel(session)
+    rest = list(run)
+    assert "Cancelled after 0 of 50 steps" in rest[-1][0]
+    assert session.finetuned is not None  # what was trained so far is kept, and compared before/after
+
+
+def test_cancel_stops_a_run_still_in_the_queue(app, settings):
+    session = app.Session()
+    assert "Waiting" in app.on_train_requested(session)  # Train pressed; the run waits for the trainer
+    app.on_cancel(session)
+    updates = list(app.on_train("embedded", "hard", "rloo", 5, 1e-4, 2, 2, settings, session))
+    assert len(updates) == 1 and "Cancelled before it started." in updates[0][0] and session.finetuned is None
+
+
+def test_train_rejects_bad_settings(app, settings):
+    for args, message in [(("warm", "rloo", 2, 1e-4, 4, 2), "training mode"),
+                          (("soft-greedy", "rloo", 2, 1e-4, 4, 2), "training mode"),
+                          (("hard", "ppo", 2, 1e-4, 4, 2), "algorithm"),
+                          (("hard", "rloo", 500, 1e-4, 4, 2), "between 1 and 60"),
+                          (("hard", "rloo", 2, 5.0, 4, 2), "learning rate"),
+                          (("hard", "rloo", 2, 1e-4, 1, 2), "group size")]:
+        with pytest.raises(gr.Error, match=message):
+            next(app.on_train("embedded", *args, settings, app.Session()))
+
+
+# ---- Explore -----------------------------------------------------------------------------------------------
+
+def test_explore_opens_an_uploaded_trace_and_walks_it(app, settings, compared, tmp_path):
+    session = compared[0]
+    path = session.compare["files"]["soft"]
+    visitor = app.Session()
+    out = app.on_upload(path, settings, visitor)
+    summary, rollout, step, text, heat, mixture, noise, step_md, table = out
+    assert summary.startswith("**soft**") and rollout.maximum == 7 and step.maximum >= 1
+    assert "Soft text" in text and is_figure(heat) and is_figure(mixture) and is_figure(noise)
+    assert step_md.startswith("**Step 0**") and len(table) == 10 and table[0][0] == 1
+    assert abs(sum(float(row[2]) for row in table) - 1.0) < 0.2  # the top-10 weights carry most of the mixture
+    text, heat, mixture, noise, step_md, table = app.on_explore_rollout(2, 5, visitor)
+    assert "rollout 2" in text and step_md.startswith("**Step 5** of rollout 2")
+    step_md, table = app.on_explore_step(2, 500, visitor)  # past the end: the last step
+    assert step_md.startswith(f"**Step {int(visitor.explore.lengths[2]) - 1}** of rollout 2")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a trace")
+    with pytest.raises(gr.Error, match="not a readable softviz trace"):
+        app.on_upload(str(junk), settings, app.Session())
+    with pytest.raises(gr.Error, match="up to 1 MB"):
+        big = tmp_path / "big.safetensors"
+        big.write_bytes(b"0" * (2 * 2**20))
+        app.on_upload(str(big), app.Settings(max_upload_mb=1), app.Session())
+    with pytest.raises(gr.Error, match="open a trace first"):
+        app.on_explore_step(0, 0, app.Session())
+
+
+def test_explore_picks_a_mode_of_the_last_comparison(app, compared):
+    session = compared[0]
+    out = app.on_pick("fuzzy", session)
+    assert out[0].startswith("**fuzzy**") and session.explore is session.compare["traces"]["fuzzy"]
+    with pytest.raises(gr.Error, match="run a comparison first"):
+        app.on_pick("fuzzy", app.Session())
+
+
+# ---- sessions ----------------------------------------------------------------------------------------------
+
+def test_closing_a_session_frees_its_model_and_files(app, settings, problem):
+    session = app.Session()
+    app.compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 16, 0, False, settings, session)
+    folder = Path(session.folder)
+    assert any(folder.iterdir())
+    sessions = app.Sessions()
+
+    class Request:  # what Gradio passes: the browser tab's session hash
+        session_hash = "tab-1"
+
+    sessions.bind(session, Request())
+    assert len(sessions) == 1
+    sessions.close(Request())
+    assert len(sessions) == 0 and not folder.exists()
+    assert session.closed and session.compare is None and session.finetuned is None
+
+
+# ---- the launched app, through gradio_client ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(app):
+    settings = app.Settings(max_train_steps=4)
+    demo = app.build_demo(settings)
+    _, url, _ = app.launch(demo, settings, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield url
+    demo.close()
+
+
+def test_client_compares_and_gets_figures(served):
+    import json
+
+    from gradio_client import Client
+
+    from softviz import Trace
+
+    client = Client(served, verbose=False)
+    question, gold = client.predict(api_name="/random_problem")
+    out = client.predict("embedded", question, gold, ["hard", "soft"], 4, 0.5, 1.0, 0.33, 64, 0, False,
+                         api_name="/compare")
+    assert "| hard |" in out[0] and "| soft |" in out[0]
+    profiles = out[1]
+    assert profiles["type"] == "plotly" and json.loads(profiles["plot"])["data"]
+    header, shadow = out[5], out[6]  # slot 0 (its gr.Column is layout, not a value): header, shadow text, ...
+    assert header.startswith("### hard") and shadow[0]["token"].startswith("#0 → ")
+    download = out[11]
+    assert download["visible"] and Trace.load(download["value"]).meta["mode_label"] == "hard"
+    client.close()
+
+
+def test_client_errors_are_readable(served):
+    from gradio_client import Client
+
+    client = Client(served, verbose=False)
+    with pytest.raises(Exception, match="32"):  # Gradio checks a slider's bounds on the server too
+        client.predict("embedded", "Tom has 3 apples. How many apples does Tom have?", "", ["hard"], 999, 0.5, 1.0,
+                       0.33, 64, 0, False, api_name="/compare")
+    client.close()
+
+
+def test_client_train_streams_and_stays_in_its_session(served):
+    from gradio_client import Client
+
+    alice, bob = Client(served, verbose=False), Client(served, verbose=False)
+    job = alice.submit("embedded", "hard", "rloo", 2, 1e-3, 2, 2, api_name="/train")
+    outputs = list(job)
+    assert len(outputs) >= 4 and "Finished after 2 of 2 steps" in outputs[-1][0]
+    question = "Tom has 3 apples. Tom buys 2 more apples. How many apples does Tom have now?"
+    out = alice.predict("embedded", question, "5", ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, api_name="/compare")
+    assert "fine-tuned from embedded" in out[0]
+    with pytest.raises(Exception, match="Train tab first"):  # Bob never trained: Alice's model is not his
+        bob.predict("embedded", question, "5", ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, api_name="/compare")
+    with pytest.raises(Exception, match="maximum value 4"):  # this host allows 4 steps
+        bob.predict("embedded", "hard", "rloo", 5, 1e-3, 2, 2, api_name="/train")
+    alice.close()
+    bob.close()
+
+
+# ---- hosting -----------------------------------------------------------------------------------------------
+
+def test_the_app_folder_is_a_space(app, tmp_path):
+    import subprocess
+
+    import yaml
+
+    text = (APP_FILE.parent / "README.md").read_text()
+    assert text.startswith("---\n")
+    header = yaml.safe_load(text.split("---\n")[1])
+    assert header["sdk"] == "gradio" and header["sdk_version"] == gr.__version__ and header["app_file"] == "app.py"
+    assert len(header["short_description"]) <= 60  # the Hub's limit
+    reqs = (APP_FILE.parent / "requirements.txt").read_text()
+    assert "torch==" in reqs and "plotly==" in reqs and "gradio" not in reqs.replace("gradio itself", "")
+
+    build = load_module_from(APP_FILE.parent / "build_space.py")
+    space = build.build(tmp_path / "space")
+    assert {p.name for p in space.iterdir()} == {"app.py", "README.md", "requirements.txt", "softviz"}
+    assert (space / "softviz" / "assets" / "embedded" / "config.json").is_file()
+    # run from the Space's folder, app.py imports the copied package (not the one installed here)
+    probe = subprocess.run([sys.executable, "-c", "import app, softviz; print(softviz.__file__)"], cwd=space,
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip().startswith(str(space))
+    with pytest.raises(ValueError, match="refusing"):
+        build.build(APP_FILE.parents[1])
+
+
+def load_module_from(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,135 @@
+"""The app in a real browser (headless Chromium through Playwright): open the page, run the default comparison,
+check that each mode gets a result column with its figures, run a two-step fine-tune, explore a trace.
+Screenshots go to results/screenshots/ (look at them: is it clear what to do and what is shown?).
+
+Uses Debian's Chromium (`apt install chromium`; CI installs it), because `playwright install` downloads
+browsers. Set SOFTVIZ_CHROMIUM to use another executable.
+"""
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio")
+playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+
+CHROMIUM = os.environ.get("SOFTVIZ_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(__file__).resolve().parents[1] / "results" / "screenshots"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
+                       reason=f"no Chromium at {CHROMIUM}: install Debian's chromium (apt install chromium) or set "
+                              "SOFTVIZ_CHROMIUM to a Chromium executable"),
+]
+
+
+@pytest.fixture(scope="module")
+def served():
+    """(the launched demo, a headless browser, the page URL); JavaScript errors in any page fail the test."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_app import load_app_module
+
+    app = load_app_module()
+    settings = app.Settings()
+    app.warm_up(settings)
+    demo = app.build_demo(settings)
+    _, url, _ = app.launch(demo, settings, prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    errors = []
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        yield demo, browser, url, errors
+        browser.close()
+    demo.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def page(served):
+    demo, browser, url, errors = served
+    pg = browser.new_page(viewport={"width": 1440, "height": 1000})
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    pg.goto(url)
+    pg.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    return pg
+
+
+def visible_columns(pg):
+    return pg.locator(".sv-mode-column").filter(has=pg.locator(".js-plotly-plot"))
+
+
+def test_compare_shows_a_column_with_figures_for_each_mode(page):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "start.png"))
+    page.get_by_role("button", name="Compare", exact=True).click()
+    # every default mode's column holds its entropy heatmap, mixture and nearest-vocabulary figures
+    page.wait_for_function("""() => [...document.querySelectorAll('.sv-mode-column')]
+        .filter(c => c.querySelectorAll('.js-plotly-plot').length >= 3).length >= 3""", timeout=60_000)
+    page.wait_for_timeout(1500)  # let plotly finish drawing before the screenshot
+    columns = visible_columns(page)
+    assert columns.count() == 3
+    for i, mode in enumerate(["hard", "soft", "fuzzy"]):
+        column = columns.nth(i)
+        assert column.locator("h3").first.inner_text().strip() == mode
+        assert column.locator(".js-plotly-plot").count() >= 3
+        assert "correct" in column.inner_text() and "#0 → " in column.inner_text()
+    assert page.get_by_text("Across modes").is_visible()
+    assert page.locator(".js-plotly-plot").count() >= 3 * 3 + 4  # plus profiles, diversity, projection, pass@k
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    columns.nth(0).locator("h3").first.scroll_into_view_if_needed()
+    page.mouse.wheel(0, -120)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SHOTS / "compare_columns.png"))  # what a visitor sees first: the mode columns
+
+
+def test_explore_opens_a_mode_of_the_comparison(page):
+    page.get_by_role("tab", name="Explore").click()
+    page.get_by_label("…or a mode of your last comparison").click()
+    page.get_by_role("option", name="soft").click()
+    page.get_by_text("Step 0 of rollout 0").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1500)
+    assert page.locator(".js-plotly-plot:visible").count() >= 3
+    page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
+
+
+def test_train_runs_live_and_compares_before_and_after(page):
+    page.get_by_role("tab", name="Train").click()
+    steps = page.get_by_label("number input for Steps")
+    steps.fill("3")
+    steps.press("Enter")
+    page.get_by_role("button", name="Train", exact=True).click()
+    # the progress bar moves while it trains
+    page.wait_for_function("""() => { const b = document.querySelector('.sv-bar [style]');
+        return b && parseFloat(b.style.width) > 0 && parseFloat(b.style.width) < 100; }""", timeout=60_000, polling=50)
+    page.get_by_text("Finished after 3 of 3 steps").wait_for(timeout=120_000)
+    page.wait_for_timeout(1500)
+    assert page.get_by_text("Before / after").is_visible()
+    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+
+
+def test_a_mistake_shows_as_a_message_in_the_page(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_label("Problem").fill("")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    page.get_by_text("type a problem, or press 'Random problem'").wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)  # the message slides in
+    page.screenshot(path=str(SHOTS / "error.png"))
+
+
+def test_closing_the_tab_frees_the_visitors_session(served):
+    demo, browser, url, errors = served
+    before = len(demo.sessions)
+    tab = browser.new_page()
+    tab.goto(url)
+    tab.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
+    tab.wait_for_timeout(500)
+    assert len(demo.sessions) == before + 1  # the page load bound its Session
+    tab.close()
+    for _ in range(100):  # Gradio notices the closed tab when its heartbeat stream ends
+        if len(demo.sessions) == before:
+            break
+        time.sleep(0.1)
+    assert len(demo.sessions) == before
