@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lab bench embedded-model browser clean
+.PHONY: run demo test lab bench embedded-model browser clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,12 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## the main job: the embedded model answers sample problems, with its accuracy
+## the main job: the Gradio app (compare modes side by side, fine-tune live, explore traces) on http://127.0.0.1:7860
 run: $(STAMP)
+	$(BIN)/softviz app
+
+## the same model on the command line: sample problems and the test accuracy
+demo: $(STAMP)
 	$(BIN)/softviz demo
 
 ## Debian's chromium for the real-browser app test (the test skips, saying why, when it is missing)
@@ -34,6 +38,9 @@ lab: $(STAMP)
 ## benchmarks (print ratios against a reference measured in the same run; write benchmarks/results/)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_train.py --steps 11
+	$(BIN)/python benchmarks/bench_viz.py
+	$(BIN)/python benchmarks/bench_app.py
 
 ## re-train the embedded model from scratch (about 20 minutes on 2 CPU cores)
 embedded-model: $(STAMP)
