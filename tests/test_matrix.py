@@ -39,10 +39,23 @@ def test_matrix_fills_every_cell_and_resumes(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()} == stamps
     with pytest.raises(ValueError, match="another configuration"):
         run_matrix(tmp_path, MatrixConfig(**{**TINY.__dict__, "steps": 3}))
+    # the trained rows are evaluated with each run's final weights: those of its last checkpoint
+    import torch
+
+    from softviz.matrix import _load_trained
+    from softviz.train import CHECKPOINT
+
+    policy, _ = _load_trained(tmp_path, "hard-seed0", TINY, None, "cpu")
+    saved = torch.load(tmp_path / "runs" / "hard-seed0" / CHECKPOINT, weights_only=False)
+    assert saved["step"] == TINY.steps
+    assert all(torch.equal(v, saved["model"][k]) for k, v in policy.state_dict().items())
+
 
 
 def test_matrix_config_errors():
     with pytest.raises(ValueError, match="not a preset"):
         MatrixConfig(settings=("hard", "warm"))
+    with pytest.raises(ValueError, match="checkpoint"):
+        MatrixConfig(checkpoint="last")
     with pytest.raises(ValueError, match="no entry for train mode 'fuzzy'"):
         MatrixConfig(learning_rates=(("hard", 1e-4), ("soft", 1e-5)))
