@@ -187,11 +187,19 @@ def get_model(name: str, settings: Settings):
     return _cached_model(name, settings.device)
 
 
-def _check_int(name: str, value, low: int, high: int) -> int:
+def _whole(name: str, value, low: int, high: int) -> int:
+    """`value` as an int, or a ValueError naming the widget: NaN, ±inf (OverflowError), 2.5 and text are refused."""
     try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+        whole = int(value)
+    except (TypeError, ValueError, OverflowError):
+        whole = None
+    if whole is None or (isinstance(value, float) and value != whole):
+        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
+    return whole
+
+
+def _check_int(name: str, value, low: int, high: int) -> int:
+    value = _whole(name, value, low, high)
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high} on this server, got {value}")
     return value
@@ -292,6 +300,9 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
         raise ValueError("type a problem, or press 'Random problem'")
     if len(question) > settings.max_prompt_chars:
         raise ValueError(f"the problem has {len(question)} characters; this server accepts {settings.max_prompt_chars}")
+    gold = (gold or "").strip() or None
+    if gold and len(gold) > settings.max_prompt_chars:
+        raise ValueError(f"the gold answer has {len(gold)} characters; this server accepts {settings.max_prompt_chars}")
     mode_names = list(mode_names or [])
     if not mode_names:
         raise ValueError("pick at least one mode to compare")
@@ -311,7 +322,6 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
         model, tok = get_model(model_name, settings)
     task = get_task(TASK)
     prompt = question if "Assistant:" in question else task.prompt(question)
-    gold = (gold or "").strip() or None
     traces, files = {}, {}
     folder = session.files()
     stamp = time.strftime("%H%M%S")
@@ -411,7 +421,7 @@ def summary_markdown(result: dict) -> str:
 def rollout_figures(trace: Trace, rollout: int) -> tuple:
     """One rollout step by step: its soft text (top-3 tokens per step), the mixture weights, and how far the
     fed input is from the nearest vocabulary (the noise shift)."""
-    b = min(max(int(rollout), 0), trace.num_rollouts - 1)
+    b = min(max(_whole("rollout", rollout, 0, trace.num_rollouts - 1), 0), trace.num_rollouts - 1)
     mixture = _responsive(viz.mixture_topk(trace, rollout=b), narrow=True)
     mixture.update_layout(showlegend=False)  # ranks stack bottom-up, hover names them; a legend would fill the column
     noise = _responsive(viz.noise_shift(trace, rollout=b), narrow=True)
@@ -427,8 +437,11 @@ def shared_figures(result: dict) -> tuple:
         for label, tr in traces.items():
             counts, n = analysis.correct_counts(tr)
             curves[label] = analysis.pass_at_k_curve(counts, n)
-    return (_responsive(viz.entropy_profiles(traces)), _responsive(viz.diversity(traces)),
-            _responsive(viz.projection(traces, color_by="mode")),
+    try:
+        projection = _responsive(viz.projection(traces, color_by="mode"))
+    except ValueError:  # under 3 fed inputs in all (e.g. 1 rollout of 2 CoT tokens): nothing to project
+        projection = None
+    return (_responsive(viz.entropy_profiles(traces)), _responsive(viz.diversity(traces)), projection,
             _responsive(viz.pass_at_k(curves)) if curves else None)
 
 
@@ -655,11 +668,11 @@ def explore_step(rollout, step, session: Session) -> list:
     trace = session.explore
     if trace is None:
         raise ValueError("open a trace first: upload a .safetensors file or pick one from your last comparison")
-    b = min(max(int(rollout), 0), trace.num_rollouts - 1)
+    b = min(max(_whole("rollout", rollout, 0, trace.num_rollouts - 1), 0), trace.num_rollouts - 1)
     length = int(trace.lengths[b])
     if length == 0:
         return [f"Rollout {b} has no CoT steps.", []]
-    t = min(max(int(step), 0), length - 1)
+    t = min(max(_whole("CoT step", step, 0, length - 1), 0), length - 1)
     return [f"**Step {t}** of rollout {b} ({length} steps): shadow token {trace.decode([trace.tokens[b, t]])[0]!r} · "
             f"entropy {float(trace.entropy[b, t]):.3f} nats · noise ‖σε‖ {float(trace.noise_norm[b, t]):.3f}",
             step_table(trace, b, t)]
@@ -688,10 +701,16 @@ def on_upload(path, settings: Settings, session: Session) -> list:
     """Explore: open an uploaded Trace file (written by Trace.save: the CLI, a notebook or Compare)."""
     if not path:
         raise ValueError("no file received")
+    if not os.path.isfile(path):
+        raise ValueError("the uploaded file is no longer on the server; upload it again")
     size_mb = os.path.getsize(path) / 2**20
     if size_mb > settings.max_upload_mb:
         raise ValueError(f"the file has {size_mb:.1f} MB; this server accepts traces up to {settings.max_upload_mb} MB")
-    return _open_trace(Trace.load(path), session)
+    try:
+        trace = Trace.load(path)
+    except ValueError as err:  # name the file as the visitor knows it, not by where the server keeps it
+        raise ValueError(str(err).replace(str(Path(path)), Path(path).name)) from None
+    return _open_trace(trace, session)
 
 
 @visitor_errors
@@ -787,7 +806,8 @@ def _compare_tab(settings: Settings) -> dict:
                            label="Rollouts per mode")
         c["max_cot"] = gr.Slider(8, settings.max_cot_tokens, value=min(96, settings.max_cot_tokens), step=1,
                                  label="Max CoT tokens")
-        c["seed"] = gr.Number(0, label="Seed", precision=0, minimum=0)
+        # no precision=0: Gradio would round 2.5 silently and refuse NaN with no message; compare() checks the seed
+        c["seed"] = gr.Number(0, label="Seed", minimum=0)
         c["run"] = gr.Button("Compare", variant="primary", size="lg")
     with gr.Accordion("Temperatures, noise and model weights", open=False):
         with gr.Row():
@@ -881,7 +901,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
     """The app, not launched. Per-visitor state is a Session in gr.State; the host's limits are `settings`."""
     settings = settings or Settings()
     sessions = Sessions()
-    with gr.Blocks(title="softviz: soft chain-of-thought tokens", fill_width=True) as demo:
+    # Gradio's own copies of downloaded traces are deleted hourly once a day old (they hold visitors' prompts)
+    with gr.Blocks(title="softviz: soft chain-of-thought tokens", fill_width=True,
+                   delete_cache=(3600, 86400)) as demo:
         session = gr.State(new_session, time_to_live=settings.session_ttl_s, delete_callback=_close_session)
         host = gr.State(settings)  # server-side only: a State is never read from the visitor
         gr.Markdown(INTRO)
@@ -981,8 +1003,9 @@ def launch(demo: gr.Blocks, settings: Settings, **kwargs):
     """Queue with the host's limits and launch; the page's CSS goes to launch() since Gradio 6.
     kwargs go to gr.Blocks.launch (server_name, server_port, share, prevent_thread_lock, ...)."""
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
+    # state_session_capacity bounds the page states Gradio keeps for closed sessions (its default is 10,000)
     return demo.launch(max_file_size=f"{settings.max_upload_mb}mb", css=CSS, footer_links=["api", "gradio"],
-                       **kwargs)
+                       **{"state_session_capacity": 1000, **kwargs})
 
 
 if __name__ == "__main__":

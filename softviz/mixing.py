@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from typing import Sequence
 
 import torch
@@ -203,6 +204,9 @@ def gumbel_weights(probs: Tensor, tau_g: float, gens: Generators) -> Tensor:
     return torch.softmax(logits, -1)
 
 
+_GLOBAL_RNG_LOCK = threading.Lock()  # threads (e.g. the app's concurrent requests) take turns with the global RNG
+
+
 def dirichlet_weights(probs: Tensor, alpha: float, gens: Generators) -> Tensor:
     """Dirichlet resampling over the support of probs (Wu et al. 2025): w ~ Dir(α·p)."""
     rows = []
@@ -212,7 +216,7 @@ def dirichlet_weights(probs: Tensor, alpha: float, gens: Generators) -> Tensor:
         # Dir(c) = normalised Gamma(c_i, 1) draws. torch's Gamma sampler takes no generator, so we seed the
         # global RNG from this row's generator inside fork_rng (which restores the global state after).
         seed = int(torch.randint(0, 2**62, (1,), generator=g, device=p.device).item())
-        with torch.random.fork_rng(devices=[p.device] if p.is_cuda else []):
+        with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[p.device] if p.is_cuda else []):
             torch.manual_seed(seed)
             gam = torch._standard_gamma(conc)
         w = torch.zeros_like(p)
