@@ -145,7 +145,31 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
     _write_json(out / "matrix.json", summary)
     with atomic_file(out / "table.md") as tmp:
         Path(tmp).write_text(markdown_table(summary))
+    write_figures(out, summary)
     return summary
+
+
+def write_figures(out_dir: str | os.PathLike, summary: dict) -> list[Path]:
+    """figures/pass_at_k.html and figures/entropy_profiles.html (plus .png where kaleido can render)."""
+    from softviz import viz
+
+    out = Path(out_dir) / "figures"
+    ks = [k for k in (1, max(summary["config"]["ks"])) if k in summary["config"]["ks"]] or [1]
+    figs = {"pass_at_k": viz.matrix_pass_at_k(summary, ks=sorted(set(ks)))}
+    if summary["entropy_profiles"]:
+        figs["entropy_profiles"] = viz.matrix_entropy_profiles(summary)
+    written = []
+    for name, fig in figs.items():
+        with atomic_file(out / f"{name}.html") as tmp:
+            fig.write_html(tmp, include_plotlyjs="cdn")
+        written.append(out / f"{name}.html")
+        try:
+            with atomic_file(out / f"{name}.png") as tmp:
+                fig.write_image(tmp, format="png", scale=1)
+            written.append(out / f"{name}.png")
+        except Exception:  # no Chrome for kaleido: the HTML is the figure
+            pass
+    return written
 
 
 def _load_trained(out: Path, name: str, cfg: MatrixConfig, model: str | None, device: str | None):
@@ -173,7 +197,7 @@ def summarize(out_dir: str | os.PathLike, cfg: MatrixConfig) -> dict:
     """Collect the cell files into {train: {setting: {metric: [mean, std, n_seeds]}}} plus NLL and profiles."""
     out = Path(out_dir)
     groups = {"base": ["base"]} | {m: [f"{m}-seed{s}" for s in cfg.seeds] for m in cfg.train_modes}
-    table, nll, profiles = {}, {}, {}
+    table, nll, profiles, cot_lengths = {}, {}, {}, {}
     for train_mode, names in groups.items():
         table[train_mode] = {}
         for setting in cfg.settings:
@@ -187,6 +211,7 @@ def summarize(out_dir: str | os.PathLike, cfg: MatrixConfig) -> dict:
             if setting == "hard":  # Fig. 4 uses hard sampling
                 width = min(len(c["entropy_by_position"]) for c in cells)
                 profiles[train_mode] = [statistics.fmean(c["entropy_by_position"][t] for c in cells) for t in range(width)]
+                cot_lengths[train_mode] = statistics.fmean(c["mean_cot_length"] for c in cells)
         files = [out / "cells" / f"{n}__nll.json" for n in names if (out / "cells" / f"{n}__nll.json").exists()]
         if files:
             vals = [json.loads(f.read_text()) for f in files]
@@ -197,7 +222,7 @@ def summarize(out_dir: str | os.PathLike, cfg: MatrixConfig) -> dict:
             done = out / "runs" / f"{m}-seed{s}" / "done.json"
             if done.exists():
                 runs[f"{m}-seed{s}"] = json.loads(done.read_text())
-    return {"table": table, "ood_nll": nll, "entropy_profiles": profiles, "runs": runs,
+    return {"table": table, "ood_nll": nll, "entropy_profiles": profiles, "mean_cot_length": cot_lengths, "runs": runs,
             "config": dataclasses.asdict(cfg)}
 
 

@@ -31,6 +31,7 @@ def test_matrix_fills_every_cell_and_resumes(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert table.splitlines()[0].startswith("| train | hard G | soft S@1 | soft S@2 | OOD NLL")
     assert table == markdown_table(summary) and len(table.splitlines()) == 2 + 3
+    assert (tmp_path / "figures" / "pass_at_k.html").stat().st_size > 1000
     # resume: nothing is trained or evaluated again
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
     logs.clear()
@@ -59,3 +60,25 @@ def test_matrix_config_errors():
         MatrixConfig(checkpoint="last")
     with pytest.raises(ValueError, match="no entry for train mode 'fuzzy'"):
         MatrixConfig(learning_rates=(("hard", 1e-4), ("soft", 1e-5)))
+
+
+def test_matrix_figures_hold_the_table():
+    from softviz import viz
+
+    summary = {"config": {"settings": ["hard-greedy", "hard", "soft"], "ks": [1, 4], "seeds": [0, 1],
+                          "problems": 10, "samples": 4},
+               "table": {"base": {"hard-greedy": {"pass@1": [0.5, 0.0, 1]}, "hard": {"pass@1": [0.3, 0.0, 1], "pass@4": [0.8, 0.0, 1]},
+                                  "soft": {"pass@1": [0.4, 0.0, 1], "pass@4": [0.7, 0.0, 1]}},
+                         "hard": {"hard-greedy": {"pass@1": [0.6, 0.1, 2]}, "hard": {"pass@1": [0.5, 0.02, 2], "pass@4": [0.75, 0.05, 2]},
+                                  "soft": {"pass@1": [0.45, 0.01, 2], "pass@4": [0.72, 0.0, 2]}}},
+               "entropy_profiles": {"base": [0.1, 0.3, 0.2, 5.0], "hard": [0.05, 0.2, 0.1, 0.0]},
+               "mean_cot_length": {"base": 2.0, "hard": 2.0}}
+    fig = viz.matrix_pass_at_k(summary, ks=(1, 4))
+    bars = {(t.name, t.xaxis): (list(t.x), list(t.y), list(t.error_y.array)) for t in fig.data}
+    assert bars[("hard training", "x")] == (["hard greedy", "hard", "soft"], [60.0, 50.0, 45.0], [10.0, 2.0, 1.0])
+    assert bars[("base model", "x2")][0] == ["hard", "soft"]  # greedy settings only in the pass@1 panel
+    assert bars[("base model", "x2")][1] == [80.0, 70.0]
+    fig = viz.matrix_entropy_profiles(summary)
+    assert [list(t.y) for t in fig.data] == [[0.1, 0.3, 0.2, 5.0], [0.05, 0.2, 0.1, 0.0]]
+    assert list(fig.layout.xaxis.range) == [0, 3]  # 1.6 x the mean CoT length: the noisy tail is panned away
+    assert fig.layout.yaxis.range[1] == pytest.approx(1.15 * 5.0)
