@@ -15,26 +15,11 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 sys.path.insert(0, str(Path(__file__).parent))
-from test_app import is_figure, last, load_app_module  # noqa: E402
+from test_app import app, is_figure, last, problem, settings  # noqa: E402,F401  (app fixtures are shared)
 
 NAN, INF = math.nan, math.inf
 NON_ASCII = "Combien font 3 + 4 ? 数字 🙂"
 UNREADABLE = ("Traceback", 'File "', "Something went wrong", "invalid literal", "NoneType", "cannot convert")
-
-
-@pytest.fixture(scope="module")
-def app():
-    return load_app_module()
-
-
-@pytest.fixture(scope="module")
-def settings(app):
-    return app.Settings()
-
-
-@pytest.fixture(scope="module")
-def problem(app):
-    return app.first_problem()
 
 
 @pytest.fixture
