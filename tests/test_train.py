@@ -179,7 +179,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path):
     from pathlib import Path
 
     exe = str(Path(sys.executable).parent / "softviz")
-    args = ["train", "--mode", "soft", "--steps", "8", "--prompts-per-step", "2", "--group-size", "2",
+    steps = 40  # long enough that the signal lands mid-run on an idle machine too
+    args = ["train", "--mode", "soft", "--steps", str(steps), "--prompts-per-step", "2", "--group-size", "2",
             "--max-cot-tokens", "24", "--max-answer-tokens", "6", "--eval-every", "0", "--save-every", "1",
             "--learning-rate", "1e-3", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -191,23 +192,22 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path):
         time.sleep(0.05)
     while time.time() < deadline and len((killed / "metrics.jsonl").read_text().splitlines()) < 3:
         time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside a later step
     proc.send_signal(getattr(signal, sig))
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "resume" in err
     step = torch.load(killed / CHECKPOINT, weights_only=False)["step"]
-    assert 3 <= step < 8, "the kill should land mid-run"
+    assert 1 <= step < steps, "the kill should land mid-run (the checkpoint may trail the metrics by a step)"
     assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
     subprocess.run([exe, *args, "--output-dir", str(killed)], env=env, check=True, capture_output=True)
     subprocess.run([exe, *args, "--output-dir", str(whole)], env=env, check=True, capture_output=True)
     a = torch.load(killed / CHECKPOINT, weights_only=False)
     b = torch.load(whole / CHECKPOINT, weights_only=False)
-    assert a["step"] == b["step"] == 8
+    assert a["step"] == b["step"] == steps
     for k in b["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    steps = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 9))
+    logged = [json.loads(l)["step"] for l in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, steps + 1))
 
 
 def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path):
