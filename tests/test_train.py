@@ -185,8 +185,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(sig, tmp_path):
             "--learning-rate", "1e-3", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed, whole = tmp_path / "killed", tmp_path / "whole"
+    # a background job (CI runs `make test` under nohup) inherits SIGINT as ignored; a terminal's Ctrl-C does not
     proc = subprocess.Popen([exe, *args, "--output-dir", str(killed)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (killed / "metrics.jsonl").exists():
         time.sleep(0.05)
