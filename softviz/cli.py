@@ -1,4 +1,4 @@
-"""The `softviz` command: demo | compare | eval | train | curves. `softviz <command> -h` for help."""
+"""The `softviz` command: demo | compare | eval | matrix | train | app | curves. `softviz <command> -h` for help."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def cmd_matrix(args) -> None:
     """The paper's train x inference table: train hard/soft/fuzzy models, evaluate six settings (resumable)."""
     import dataclasses
 
-    from softviz.matrix import MatrixConfig, run_matrix
+    from softviz.matrix import MatrixConfig, markdown_table, run_matrix
 
     fields = {f.name for f in dataclasses.fields(MatrixConfig)}
     kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -125,7 +125,6 @@ def cmd_matrix(args) -> None:
         kw = {"seeds": (0,), "steps": 4, "eval_every": 2, "eval_size": 16, "problems": 8, "samples": 4,
               "ks": (1, 4), "ood_problems": 8, **kw}
     summary = run_matrix(args.out, MatrixConfig(**kw), model=args.model, device=args.device)
-    from softviz.matrix import markdown_table
     print(markdown_table(summary))
     print(f"wrote {args.out}/matrix.json and {args.out}/table.md")
 
@@ -271,7 +270,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="base model folder or Hub id (default: the embedded model)")
     p.add_argument("--device", default=None)
     p.add_argument("--task", default=None, help="(default: arithmetic)")
-    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=None, help="(default: 0,1)")
+    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=None, help="(default: 0,1; the README's table used 0,1,2)")
     p.add_argument("--steps", type=int, default=None, help="RL steps per trained model (default: 200)")
     p.add_argument("--problems", type=int, default=None, help="test problems per cell (default: 100)")
     p.add_argument("--samples", type=int, default=None, help="samples per problem when sampling (default: 32)")

@@ -41,7 +41,6 @@ class EvalResult:
     seconds: float
     entropy_by_position: list[float] = dataclasses.field(default_factory=list)  # mean CoT entropy of p per step
 
-
     def summary(self) -> str:
         ks = ", ".join(f"pass@{k} {100 * v:.1f}%" for k, v in self.pass_at.items())
         return (f"{self.mode}: {self.problems} problems x {self.samples} samples: {ks}; "

@@ -145,7 +145,6 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
     mode = Mode.preset(mode) if isinstance(mode, str) else mode
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an integer, got {seed!r}")
-    _check_cue(tokenizer, answer_cue)
     trace_cfg = TraceConfig() if trace is True else (trace or None)
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -175,18 +174,6 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
                      recorder.outputs if recorder else None, pad_id)
 
 
-def _check_cue(tokenizer, answer_cue: str) -> None:
-    """The CoT ends when the decoded shadow text ends with the cue, so the tokenizer must be able to spell it."""
-    core = answer_cue.strip()
-    if not core:
-        return
-    back = tokenizer.decode(tokenizer.encode(" " + core, add_special_tokens=False), skip_special_tokens=False)
-    if " ".join(back.split()) != " ".join(core.split()):
-        raise ValueError(f"the tokenizer cannot express the answer cue {core!r} (encoding then decoding it gives "
-                         f"{back.strip()!r}), so no CoT could ever end on it. Use a task whose cue the tokenizer "
-                         "can spell, or a tokenizer with byte fallback.")
-
-
 class _RowState:
     """Per-row bookkeeping of the decode loop (plain lists: B is small and the work is per row)."""
 
@@ -207,7 +194,14 @@ class _CueRule:
     def __init__(self, tokenizer, answer_cue, early_prefill, late_prefill, max_cot_tokens, mode):
         self.tokenizer, self.mode = tokenizer, mode
         self.core = answer_cue.rstrip()  # tokenizers attach the cue's trailing space to the next token
-        self.window = len(tokenizer.encode(" " + self.core, add_special_tokens=False)) + 2
+        ids = tokenizer.encode(" " + self.core, add_special_tokens=False)
+        self.window = len(ids) + 2
+        # the CoT ends when the decoded shadow text ends with the cue, so the tokenizer must be able to spell it
+        back = tokenizer.decode(ids, skip_special_tokens=False)
+        if self.core.strip() and " ".join(back.split()) != " ".join(self.core.split()):
+            raise ValueError(f"the tokenizer cannot express the answer cue {self.core.strip()!r} (encoding then "
+                             f"decoding it gives {back.strip()!r}), so no CoT could ever end on it. Use a task whose "
+                             "cue the tokenizer can spell, or a tokenizer with byte fallback.")
         self.early, self.late, self.max_cot = early_prefill, late_prefill, max_cot_tokens
 
     def update(self, state: _RowState, b: int, token: int, cold_entropy: float) -> None:

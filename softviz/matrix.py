@@ -5,8 +5,8 @@
     soft-trained │   + per-position CoT entropy profiles (Fig. 4) + the "softer touch" NLL on a held-out family
     fuzzy-trained┘
 
-Every trained model gets the same budget (steps, prompts, group size, lengths); the best greedy-validation
-checkpoint is evaluated, as in the paper. Each piece of work (a training run, one model × setting cell) is
+Every trained model gets the same budget (steps, prompts, group size, lengths); its final weights are
+evaluated (MatrixConfig.checkpoint = "best" takes the paper's best greedy-validation checkpoint instead). Each piece of work (a training run, one model × setting cell) is
 written to its own file when it finishes, so an interrupted run resumes where it stopped.
 """
 
@@ -28,7 +28,7 @@ SETTINGS = ("hard-greedy", "hard", "fuzzy-greedy", "fuzzy", "soft-greedy", "soft
 
 @dataclasses.dataclass(frozen=True)
 class MatrixConfig:
-    """One train × inference experiment. Defaults fit the embedded model on 2 CPU cores (~25 min per seed)."""
+    """One train × inference experiment. Defaults fit the embedded model on 2 CPU cores (~10 min per seed)."""
 
     task: str = "arithmetic"
     ood_task: str | None = "arithmetic-puzzle"  # held-out family for the NLL measure (None: skip)
