@@ -20,6 +20,7 @@ import torch
 
 from softviz import load_model
 from softviz.config import RLConfig
+from softviz.files import atomic_file
 from softviz.tasks import ArithmeticTask
 from softviz.train import train
 
@@ -73,13 +74,14 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_train.json"))
     args = parser.parse_args()
     rows = {}
-    for mode in ("hard", "soft", "fuzzy"):
+    for mode in ("hard", "soft", "fuzzy", "soft-grpo"):
         rows[f"softviz {mode}"] = bench_softviz(mode, args.steps)
-        print(f"softviz {mode:<6} {json.dumps({k: round(v, 3) for k, v in rows[f'softviz {mode}'].items()})}", flush=True)
+        print(f"softviz {mode:<9} {json.dumps({k: round(v, 3) for k, v in rows[f'softviz {mode}'].items()})}", flush=True)
     rows["trl GRPOTrainer hard"] = bench_trl(args.steps)
     print(f"TRL GRPOTrainer  {json.dumps({k: round(v, 3) for k, v in rows['trl GRPOTrainer hard'].items()})}")
     hard = rows["softviz hard"]["step_s"]
     ratios = {"soft_vs_hard": rows["softviz soft"]["step_s"] / hard, "fuzzy_vs_hard": rows["softviz fuzzy"]["step_s"] / hard,
+              "soft_grpo_vs_hard": rows["softviz soft-grpo"]["step_s"] / hard,
               "softviz_hard_vs_trl": hard / rows["trl GRPOTrainer hard"]["step_s"]}
     ratios = {k: round(v, 3) for k, v in ratios.items()}
     print(f"ratios (targets: soft/fuzzy_vs_hard <= 1.15; softviz_hard_vs_trl < 1 means softviz is faster): {ratios}")
@@ -87,7 +89,8 @@ def main():
                         "learning_rate": LR, "steps_timed": args.steps - 1, "threads": torch.get_num_threads()},
               "rows": rows, "ratios": ratios}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(args.out) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

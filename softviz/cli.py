@@ -226,6 +226,8 @@ def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
                            help="comma-separated steps whose rollouts are saved as Traces")
         elif f.name == "epsilon":
             p.add_argument(flag, type=float, default=None, help="PPO-style ratio clip (default: none)")
+        elif f.name == "noise_scale":
+            p.add_argument(flag, type=float, default=None, help="γ of soft/fuzzy rollouts (default: the preset's 0.33)")
         elif isinstance(f.default, bool):
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
                            help=f"(default: {f.default})")

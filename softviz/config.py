@@ -144,6 +144,10 @@ PRESETS: dict[str, dict] = {
                    gumbel_temperature=0.5),
     "dirichlet": dict(kind="dirichlet", cot_temperature=0.6, noise_scale=0.0, top_k=10, top_p=0.95,
                       dirichlet_alpha=1.0),
+    # SofT-GRPO's rollout (Zheng et al. 2025, paper.md §5.5): Gumbel noise on the top-5 log-probs, τ_g = 0.1.
+    # Trainable: its action g' = log p + g has the Gumbel density (softviz.rl).
+    "soft-grpo": dict(kind="gumbel", cot_temperature=1.0, noise_scale=0.0, top_k=5, top_p=0.95,
+                      gumbel_temperature=0.1),
 }
 PAPER_SETTINGS = ("hard-greedy", "hard", "soft-greedy", "soft", "fuzzy-greedy", "fuzzy")
 
@@ -194,6 +198,7 @@ class RLConfig:
     embedding_lr_scale: float = 1.0  # E's learning rate = scale x learning_rate (the paper: 1)
     cot_weight: float = 1.0  # weight of the CoT log-prob terms in the loss (the paper: 1; 0 trains the answer only)
     mixture_embedding_grad: bool = True  # False: the Gaussian term trains p only, not E through the mean p·E
+    noise_scale: float | None = None  # γ of soft/fuzzy rollouts (σ = γ·RMS(E)); None: the preset's 0.33 (paper)
     eval_every: int = 10  # greedy validation every N steps (0: never); the best checkpoint is kept
     eval_size: int = 128
     save_every: int = 10  # checkpoint every N steps (0: only at the end)
@@ -232,16 +237,24 @@ class RLConfig:
             bad("cot_weight", ">= 0")
         if not (_finite(self.embedding_lr_scale) and self.embedding_lr_scale >= 0):
             bad("embedding_lr_scale", ">= 0 (0 freezes the embeddings)")
+        if self.noise_scale is not None:
+            if PRESETS[self.mode]["kind"] != "soft":
+                bad("noise_scale", "None: only soft and fuzzy rollouts have Gaussian noise to scale")
+            if not (_finite(self.noise_scale) and 0 < self.noise_scale <= 100):
+                bad("noise_scale", "0 < γ <= 100 or None (training needs noise: its density is the CoT log-prob)")
         object.__setattr__(self, "trace_steps", tuple(int(s) for s in self.trace_steps))
 
     @property
     def rollout_mode(self) -> Mode:
-        return Mode.preset(self.mode, answer_temperature=self.answer_temperature)
+        extra = {} if self.noise_scale is None else {"noise_scale": self.noise_scale}
+        return Mode.preset(self.mode, answer_temperature=self.answer_temperature, **extra)
 
     @property
     def greedy_mode(self) -> Mode:
-        """The paper's greedy validation: argmax tokens, or the mixture at the training τ with σ = 0 (§4)."""
+        """The paper's greedy validation: argmax tokens, or the mixture at the training τ with σ = 0 (§4).
+        soft-grpo validates with argmax tokens (its noiseless mixture at τ_g = 0.1 is near one-hot)."""
         m = self.rollout_mode
-        if m.kind == "hard":
-            return m.replace(cot_temperature=0.0, answer_temperature=0.0, name=f"{m.label}-greedy")
+        if m.kind in ("hard", "gumbel"):  # gumbel (soft-grpo): its argmax, i.e. the Gumbel-max with no noise
+            return Mode(kind="hard", cot_temperature=0.0, noise_scale=0.0, answer_temperature=0.0,
+                        name=f"{m.label}-greedy")
         return m.replace(noise_scale=0.0, answer_temperature=0.0, name=f"{m.label}-greedy")

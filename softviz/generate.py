@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
+import math
 import numbers
 from typing import Callable, Sequence
 
@@ -61,6 +62,9 @@ class Rollouts:
     seed: int
     sigma: float  # the noise standard deviation σ = γ·RMS(E) actually used
     trace: Trace | None = None
+    # gumbel with top_k (SofT-GRPO): the action is the perturbed log-probs g' at the step's top-k tokens
+    cot_gumbel: Tensor | None = None  # (B, T, k) fp32, −inf outside the support
+    cot_gumbel_ids: Tensor | None = None  # (B, T, k) long: the vocabulary ids of those k entries
 
     @property
     def n(self) -> int:
@@ -314,7 +318,13 @@ def _cot_step(logits: Tensor, mode: Mode, gens, E32: Tensor, embed, sigma: float
             rec["inputs"] = fed.float()
     else:
         h = mixing.mixture_embedding(ms.weights, E32)  # (n, d) fp32: the clean mixture p·E
-        if sigma > 0:
+        if ms.noisy is not None:  # gumbel: the noise is in g' = log p + g, the input is softmax(g'/τ_g)·E
+            noise, x = None, h
+            rec["logprob"] = mixing.gumbel_log_prob(ms.noisy, torch.log(ms.probs.clamp_min(1e-30)))
+            if mode.top_k is not None:  # the support fits in the top-k: keep the action for training
+                rec["gumbel_ids"] = ms.probs.topk(mode.top_k, dim=-1).indices
+                rec["gumbel"] = ms.noisy.gather(-1, rec["gumbel_ids"])
+        elif sigma > 0:
             noise = mixing.gaussian_noise(h.shape[-1], sigma, gens, h.device)
             x = h + noise  # h̃ = p·E + σε (paper eq. 6)
             rec["logprob"] = mixing.gaussian_log_prob(x, h, sigma)
@@ -393,6 +403,9 @@ def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state: _RowSta
         answers=[extract_boxed(t) for t in answer_texts],
         mode=mode, seed=seed, sigma=sigma,
     )
+    if "gumbel" in steps:
+        out.cot_gumbel = torch.where(valid[..., None], steps["gumbel"], -math.inf)
+        out.cot_gumbel_ids = steps["gumbel_ids"] * valid[..., None]
     if trace_cfg:
         out.trace = _build_trace(out, steps, valid, trace_cfg, tokenizer, model, E, layer_outputs)
     return out

@@ -196,12 +196,31 @@ def moi_weights(probs: Tensor, token: Tensor, beta: float) -> Tensor:
     return (H * probs + (beta + 1 - H) * onehot) / (beta + 1)
 
 
-def gumbel_weights(probs: Tensor, tau_g: float, gens: Generators) -> Tensor:
-    """Gumbel-softmax over the support of probs (Wu et al. 2025): softmax((log p + g)/τ_g), g ~ Gumbel(0,1)."""
+def gumbel_logits(probs: Tensor, gens: Generators) -> Tensor:
+    """Perturbed log-probs g' = log p + g, g ~ Gumbel(0, 1), over the support of probs (−inf elsewhere).
+
+    The Gumbel-max token argmax g' is a sample from p; softmax(g'/τ_g) is the Gumbel-softmax mixture.
+    """
     u = _rand(gens, probs.shape[-1], probs.device).clamp(1e-10, 1 - 1e-10)
     g = -torch.log(-torch.log(u))
-    logits = torch.where(probs > 0, (torch.log(probs.clamp_min(1e-30)) + g) / tau_g, -math.inf)
-    return torch.softmax(logits, -1)
+    return torch.where(probs > 0, torch.log(probs.clamp_min(1e-30)) + g, -math.inf)
+
+
+def gumbel_weights(probs: Tensor, tau_g: float, gens: Generators) -> Tensor:
+    """Gumbel-softmax over the support of probs (Wu et al. 2025): softmax((log p + g)/τ_g), g ~ Gumbel(0,1)."""
+    return torch.softmax(gumbel_logits(probs, gens) / tau_g, -1)
+
+
+def gumbel_log_prob(noisy: Tensor, log_probs: Tensor) -> Tensor:
+    """log density of perturbed log-probs g' around log p: Σ_i −ε_i − exp(−ε_i), ε_i = g'_i − log p_i.
+
+    The Gumbel(0, 1) density per coordinate (SofT-GRPO's policy log-prob, paper.md §5.5). Coordinates where
+    g' is −inf (outside the support) carry no term. Its gradient in log p_i is 1 − exp(−ε_i): zero mean, unit
+    variance, like a hard token's score. (..., k) -> (...), fp32.
+    """
+    on = torch.isfinite(noisy)
+    eps = torch.where(on, fp32(noisy) - fp32(log_probs), 0.0).clamp(min=-30.0)
+    return torch.where(on, -eps - torch.exp(-eps), 0.0).sum(-1)
 
 
 _GLOBAL_RNG_LOCK = threading.Lock()  # threads (e.g. the app's concurrent requests) take turns with the global RNG
@@ -233,6 +252,7 @@ class MixStep:
     weights: Tensor | None  # the mixture actually fed (None for hard tokens)
     token: Tensor  # the text token: sampled (hard, MoI) or the argmax "shadow" token (paper App. C)
     entropy: Tensor  # entropy of softmax(logits) at temperature 1: the model's own uncertainty (paper Fig. 4)
+    noisy: Tensor | None = None  # gumbel: the perturbed log-probs g' = log p + g (the action it scores)
 
 
 def mix_step(logits: Tensor, mode: Mode, gens: Generators) -> MixStep:
@@ -249,8 +269,9 @@ def mix_step(logits: Tensor, mode: Mode, gens: Generators) -> MixStep:
         token = sample_categorical(probs, gens)
         weights = moi_weights(probs, token, mode.moi_beta)
     elif mode.kind == "gumbel":
-        weights = gumbel_weights(probs, mode.gumbel_temperature, gens)
-        token = weights.argmax(-1)
+        noisy = gumbel_logits(probs, gens)
+        weights = torch.softmax(noisy / mode.gumbel_temperature, -1)
+        return MixStep(probs, weights, weights.argmax(-1), H, noisy)
     elif mode.kind == "dirichlet":
         weights = dirichlet_weights(probs, mode.dirichlet_alpha, gens)
         token = weights.argmax(-1)

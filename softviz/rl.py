@@ -16,6 +16,10 @@ Where softviz departs from the paper, or fills a gap it leaves (reference/paper.
  5. σ is computed once from the base model's embedding matrix and kept fixed while E trains.
  6. Rollouts use the engine's per-row generators; the paper's batch is 2 prompts x 32 samples, ours is set
     by `RLConfig` (small defaults for CPU).
+ 7. Besides the paper's Gaussian policy, a gumbel mode with top_k (preset "soft-grpo", SofT-GRPO's rollout,
+    reference/paper.md §5.5) trains with the Gumbel density of its perturbed top-k log-probs g' = log p + g.
+    Its noise lives in the mixture weights, not in the embedding space: on the embedded model the paper's
+    soft and fuzzy gradients carry no measurable signal (benchmarks/rl_signal.py), this one does.
 """
 
 from __future__ import annotations
@@ -79,8 +83,11 @@ def check_trainable(mode: Mode) -> None:
         return
     if mode.kind == "soft" and mode.noise_scale > 0:
         return
-    raise ValueError(f"mode {mode.label!r} cannot be trained by policy gradient: use hard tokens with τ > 0, or "
-                     "soft/fuzzy with noise_scale γ > 0 (the noise gives the Gaussian density, paper eq. 9)")
+    if mode.kind == "gumbel" and mode.top_k is not None:
+        return
+    raise ValueError(f"mode {mode.label!r} cannot be trained by policy gradient: use hard tokens with τ > 0, "
+                     "soft/fuzzy with noise_scale γ > 0 (the noise gives the Gaussian density, paper eq. 9), or "
+                     "gumbel with a top_k (the Gumbel density of its top-k perturbed log-probs, e.g. 'soft-grpo')")
 
 
 def _layout(r: Rollouts):
@@ -151,11 +158,14 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
     E_mean = E if mixture_embedding_grad else E.detach()
     ans_temp = mode.answer_temperature or 1.0
 
-    def cot_terms(h, tok, x):  # h (n, d) hidden, tok (n,), x (n, d) stored inputs
+    def cot_terms(h, tok, x, g, gid):  # h (n, d) hidden, tok (n,), x (n, d) stored inputs, g/gid (n, k) gumbel
         logits = mixing.fp32(head(h))
         H = mixing.entropy(torch.softmax(logits.detach(), -1))
         if mode.kind == "hard":
             lp = torch.log_softmax(logits / mode.cot_temperature, -1).gather(-1, tok[:, None]).squeeze(-1)
+        elif mode.kind == "gumbel":  # the Gumbel density of the stored g' around the current log p (filters included)
+            p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
+            lp = mixing.gumbel_log_prob(g, torch.log(p.gather(-1, gid).clamp_min(1e-30)))
         else:
             p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
             lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E_mean), sigma)  # grads via p (and E)
@@ -165,9 +175,16 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
     h_cot = hidden[rows.expand_as(t_idx)[sel], t_idx[sel].to(device)]  # (N, d)
     tok_cot = r.cot_tokens[sel].to(device)
     x_cot = r.cot_inputs[sel].to(device) if r.cot_inputs is not None else torch.zeros_like(h_cot)
+    if mode.kind == "gumbel":
+        if r.cot_gumbel is None:
+            raise ValueError("these rollouts kept no Gumbel actions: generate them with a gumbel mode that sets top_k")
+        g_cot, gid_cot = r.cot_gumbel[sel].to(device), r.cot_gumbel_ids[sel].to(device)
+    else:
+        g_cot = gid_cot = torch.zeros((len(h_cot), 0), device=device)
     lps, Hs = [], []
     for s in range(0, len(h_cot), chunk):
-        lp, H = cot_terms(h_cot[s : s + chunk], tok_cot[s : s + chunk], x_cot[s : s + chunk])
+        lp, H = cot_terms(h_cot[s : s + chunk], tok_cot[s : s + chunk], x_cot[s : s + chunk], g_cot[s : s + chunk],
+                          gid_cot[s : s + chunk].long())
         lps.append(lp)
         Hs.append(H)
     cot = torch.zeros((B, Tm), device=device, dtype=lps[0].dtype if lps else torch.float32)
@@ -226,3 +243,30 @@ def policy_loss(logp: SequenceLogProbs, advantages: Tensor, *, old: SequenceLogP
         metrics["kl"] = float(kl.detach())
     metrics["policy_loss"] = float(pg.detach())
     return loss, metrics
+
+
+# ---- diagnostics -------------------------------------------------------------------------------------------
+
+def gradient_snr(grads: Tensor) -> dict:
+    """How much of a policy-gradient estimate is signal: K independent estimates of the same gradient.
+
+    With g_k = g + n_k (n_k zero-mean noise), E[g_i·g_j] = ‖g‖² for i ≠ j and E‖g_k‖² = ‖g‖² + E‖n‖². So
+        snr = mean_{i≠j}(g_i·g_j) / mean_k ‖g_k‖²   estimates ‖g‖² / (‖g‖² + E‖n‖²) ∈ [0, 1]
+    (1: every batch points the same way; 0: pure noise; small negative values are sampling error). A batch
+    of n rollouts with snr s gives, pooled over m batches, m·s / (1 + (m − 1)·s). `cos_halves` is the cosine
+    between the means of the first and second halves of the estimates, a second, plainer reading.
+
+    Args: grads (K, P): K >= 2 flattened gradient estimates from independent rollouts. Returns floats.
+    """
+    g = grads.double()
+    K = g.shape[0]
+    if K < 2:
+        raise ValueError("gradient_snr needs at least 2 independent gradient estimates")
+    dots = g @ g.T
+    total = dots.diagonal().mean()
+    cross = (dots.sum() - dots.diagonal().sum()) / (K * (K - 1))
+    a, b = g[: K // 2].mean(0), g[K // 2 :].mean(0)
+    denom = a.norm() * b.norm()
+    return {"snr": float(cross / total) if total > 0 else 0.0,
+            "cos_halves": float(a @ b / denom) if denom > 0 else 0.0,
+            "grad_norm": float(total.sqrt()), "signal_norm": float(cross.clamp_min(0).sqrt())}

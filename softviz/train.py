@@ -271,24 +271,25 @@ def _param_groups(model, cfg: RLConfig) -> list[dict]:
     return groups
 
 
-def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma, optimizer, scheduler, ref,
-             par: Parallel, shard: slice, step: int, want_trace: bool):
-    """One RL step on this process's shard of prompts: rollouts, rewards, advantages, loss, update."""
-    t0 = time.perf_counter()
-    # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
-    examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[shard]
+def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode, seed: int, reward_fn=None, *,
+                    trace: bool = False, prompt_index_offset: int = 0):
+    """Roll out cfg.group_size samples per example and score them: (rollouts, rewards, advantages, golds)."""
+    reward_fn = reward_fn or task.reward
     prompts = [task.prompt(e) for e in examples]
     model.eval()
     r = generate(model, tokenizer, prompts, mode, n=cfg.group_size, max_cot_tokens=cfg.max_cot_tokens,
-                 max_answer_tokens=cfg.max_answer_tokens, seed=step_seed(cfg.seed, step), answer_cue=task.answer_cue,
-                 trace=TraceConfig() if want_trace else False, prompt_index_offset=shard.start)
+                 max_answer_tokens=cfg.max_answer_tokens, seed=seed, answer_cue=task.answer_cue,
+                 trace=TraceConfig() if trace else False, prompt_index_offset=prompt_index_offset)
     golds = [examples[i].answer for i in r.prompt_index.tolist()]
     rewards = torch.tensor(reward_fn(prompts=[prompts[i] for i in r.prompt_index.tolist()],
                                      completions=r.answer_texts, answer=golds), dtype=torch.float32)
     adv = (rl.rloo_advantages(rewards, cfg.group_size) if cfg.algorithm == "rloo"
            else rl.grpo_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards))
-    t1 = time.perf_counter()
+    return r, rewards, adv, golds
 
+
+def rl_loss(model, cfg: RLConfig, r, adv, mode, sigma: float, ref=None):
+    """The policy-gradient loss of rollouts `r` under the current model (train mode, with grad): (loss, metrics)."""
     model.train()
     logp = rl.sequence_logprobs(model, r, mode, sigma=sigma, mixture_embedding_grad=cfg.mixture_embedding_grad)
     ref_lp = None
@@ -301,7 +302,19 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
                                   answer=r.answer_logprobs.to(logp.answer.device))
     if cfg.cot_weight != 1.0:
         logp = dataclasses.replace(logp, cot=logp.cot * cfg.cot_weight)
-    loss, loss_metrics = rl.policy_loss(logp, adv, old=old, epsilon=cfg.epsilon, ref=ref_lp, beta=cfg.beta)
+    return rl.policy_loss(logp, adv, old=old, epsilon=cfg.epsilon, ref=ref_lp, beta=cfg.beta)
+
+
+def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma, optimizer, scheduler, ref,
+             par: Parallel, shard: slice, step: int, want_trace: bool):
+    """One RL step on this process's shard of prompts: rollouts, rewards, advantages, loss, update."""
+    t0 = time.perf_counter()
+    # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
+    examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[shard]
+    r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode, step_seed(cfg.seed, step),
+                                             reward_fn, trace=want_trace, prompt_index_offset=shard.start)
+    t1 = time.perf_counter()
+    loss, loss_metrics = rl_loss(model, cfg, r, adv, mode, sigma, ref)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     par.mean_grads(model.parameters())

@@ -1,5 +1,7 @@
 """RL math: advantages, the teacher-forced log-probs against rollout-time ones, the loss."""
 
+import math
+
 import pytest
 import torch
 
@@ -68,7 +70,7 @@ def test_kl_penalty_is_zero_against_itself():
     assert m["kl"] == 0.0
 
 
-@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy"])
+@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy", "soft-grpo"])
 def test_recomputed_logprobs_equal_rollout_logprobs(embedded, preset):
     """DESIGN.md: with the same weights, training's log-probs equal the rollout's, CoT and answer alike."""
     model, tok = embedded
@@ -173,3 +175,85 @@ def test_detached_mixture_mean_leaves_fuzzy_cot_gradient_nowhere_but_p(embedded)
     model.zero_grad()
     assert grads[True] > 1.0
     assert grads[False] < 1e-3 * grads[True]
+
+
+def test_gradient_snr_reads_signal_and_noise():
+    from softviz.rl import gradient_snr
+
+    g = torch.randn(1, 4000)
+    same = gradient_snr(g.repeat(6, 1))
+    assert same["snr"] == pytest.approx(1.0) and same["cos_halves"] == pytest.approx(1.0)
+    torch.manual_seed(0)
+    noise = gradient_snr(torch.randn(40, 4000))
+    assert abs(noise["snr"]) < 0.01 and abs(noise["cos_halves"]) < 0.1
+    # signal of norm 1 plus noise of norm 2 per estimate: ‖g‖² / (‖g‖² + E‖n‖²) = 1 / 5
+    torch.manual_seed(1)
+    signal = torch.randn(4000)
+    signal /= signal.norm()
+    est = signal + 2 * torch.randn(200, 4000) / 4000 ** 0.5
+    r = gradient_snr(est)
+    assert r["snr"] == pytest.approx(0.2, abs=0.02)
+    assert r["signal_norm"] == pytest.approx(1.0, abs=0.06)
+    with pytest.raises(ValueError, match="at least 2"):
+        gradient_snr(g)
+
+
+def test_gumbel_log_prob_value_and_score():
+    """log Gumbel(ε) = −ε − exp(−ε) per kept coordinate; its gradient in log p is 1 − exp(−ε)."""
+    from softviz.mixing import gumbel_log_prob
+
+    log_p = torch.tensor([[-0.5, -1.5, -3.0]], requires_grad=True)
+    noisy = torch.tensor([[0.2, -1.0, -math.inf]])  # the third token is outside the support
+    lp = gumbel_log_prob(noisy, log_p)
+    eps = torch.tensor([0.7, 0.5])
+    assert lp.item() == pytest.approx(float((-eps - torch.exp(-eps)).sum()), abs=1e-6)
+    lp.sum().backward()
+    assert torch.allclose(log_p.grad[0, :2], 1 - torch.exp(-eps), atol=1e-6)
+    assert log_p.grad[0, 2] == 0
+    # the score has mean zero under its own noise (what makes REINFORCE unbiased)
+    torch.manual_seed(0)
+    g = -torch.log(-torch.log(torch.rand(200_000, 1).clamp(1e-10, 1 - 1e-10)))
+    lp0 = torch.zeros(200_000, 1, requires_grad=True)
+    gumbel_log_prob(g, lp0).sum().backward()
+    assert abs(lp0.grad.mean().item()) < 0.01 and lp0.grad.var().item() == pytest.approx(1.0, abs=0.05)
+
+
+def test_gumbel_needs_top_k_to_train(embedded):
+    model, tok = embedded
+    r = generate(model, tok, PROMPTS[:1], Mode.preset("soft-grpo", top_k=None, answer_temperature=1.0),
+                 max_cot_tokens=4)
+    assert r.cot_gumbel is None and r.cot_logprobs[0, 0] < 0  # still scored at rollout time, over the whole support
+    with pytest.raises(ValueError, match="gumbel with a top_k"):
+        sequence_logprobs(model, r)
+
+
+def test_gumbel_policy_gradient_raises_the_rewarded_token():
+    """Direction check of the Gumbel estimator: reward the first CoT step's Gumbel-max token for being the
+    2nd or 3rd most likely; a few SGD steps on the loss move the model's probability mass onto them."""
+    from softviz import load_model
+
+    model, tok = load_model(device="cpu")  # a private copy: this test changes the weights
+    # τ = 5 flattens the first step's top-5 so the rewarded tokens get sampled
+    mode = Mode.preset("soft-grpo", cot_temperature=5.0, top_p=None, answer_temperature=1.0)
+    opt = torch.optim.SGD(model.parameters(), lr=5e-2)
+
+    def mass():
+        with torch.no_grad():
+            r = generate(model, tok, PROMPTS[:1], mode, n=1, max_cot_tokens=1, max_answer_tokens=1)
+            logits = model(input_ids=torch.tensor([r.prompt_ids[0]])).logits[0, -1:]
+            return mixing.filter_probs(mixing.cot_probs(logits, 5.0), top_k=5)[0, good].sum().item()
+
+    good = generate(model, tok, PROMPTS[:1], mode, max_cot_tokens=1, max_answer_tokens=1).cot_gumbel_ids[0, 0, 1:3]
+    start = mass()
+    for step in range(10):
+        r = generate(model, tok, PROMPTS[:1], mode, n=16, max_cot_tokens=2, max_answer_tokens=1, seed=step)
+        rewards = torch.isin(r.cot_tokens[:, 0], good).float()
+        lp = sequence_logprobs(model, r)
+        lp.cot_mask[:, 1:] = False  # the reward depends on step 0 only
+        lp.answer_mask[:] = False
+        loss, _ = policy_loss(lp, rloo_advantages(rewards, 16))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    end = mass()
+    assert end > start + 0.1, (start, end)

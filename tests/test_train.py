@@ -18,7 +18,7 @@ def fresh():
     return load_model(device="cpu")
 
 
-@pytest.mark.parametrize("mode", ["hard", "soft", "fuzzy"])
+@pytest.mark.parametrize("mode", ["hard", "soft", "fuzzy", "soft-grpo"])
 def test_two_step_smoke_run_changes_every_parameter(mode, tmp_path):
     model, tok = fresh()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -95,10 +95,24 @@ def test_damaged_checkpoint_is_reported(tmp_path):
     (dict(epsilon=1.5), "epsilon"),
     (dict(cot_weight=-1.0), "cot_weight"),
     (dict(embedding_lr_scale=float("nan")), "embedding_lr_scale"),
+    (dict(mode="hard", noise_scale=0.1), "noise_scale"),
+    (dict(mode="soft-grpo", noise_scale=0.1), "noise_scale"),
+    (dict(mode="soft", noise_scale=0.0), "noise_scale"),
+    (dict(mode="fuzzy", noise_scale=float("inf")), "noise_scale"),
 ])
 def test_bad_configuration(fields, message):
     with pytest.raises(ValueError, match=f"RLConfig.{message}"):
         RLConfig(**fields)
+
+
+def test_noise_scale_sets_the_rollout_sigma_and_greedy_modes():
+    cfg = RLConfig(mode="soft", noise_scale=0.1)
+    assert cfg.rollout_mode.noise_scale == 0.1 and cfg.rollout_mode.cot_temperature == 0.5
+    assert RLConfig(mode="fuzzy").rollout_mode.noise_scale == 0.33  # the paper's γ by default
+    g = cfg.greedy_mode
+    assert (g.kind, g.cot_temperature, g.noise_scale, g.answer_temperature) == ("soft", 0.5, 0.0, 0.0)
+    g = RLConfig(mode="soft-grpo").greedy_mode  # argmax tokens: the Gumbel-max with no noise
+    assert (g.kind, g.cot_temperature, g.top_k) == ("hard", 0.0, None) and g.is_greedy
 
 
 def test_untrainable_mode_and_task_without_cue_are_refused():
