@@ -130,6 +130,19 @@ def test_untrainable_modes_are_refused(embedded):
         sequence_logprobs(model, r)
 
 
+def _first_step_reinforce(model, tok, mode, opt, steps, reward):
+    """`steps` updates of the paper's loss where reward(rollouts) depends on the first CoT step only."""
+    for step in range(steps):
+        r = generate(model, tok, PROMPTS[:1], mode, n=16, max_cot_tokens=2, max_answer_tokens=1, seed=step)
+        lp = sequence_logprobs(model, r)
+        lp.cot_mask[:, 1:] = False  # the reward depends on step 0 only
+        lp.answer_mask[:] = False
+        loss, _ = policy_loss(lp, rloo_advantages(reward(r), 16))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def test_soft_policy_gradient_moves_the_mixture_toward_rewarded_inputs():
     """End-to-end direction check of the Gaussian REINFORCE estimator: reward the first fed input for being
     near a target embedding; a few SGD steps on the paper's loss move the clean mixture p·E toward it."""
@@ -145,17 +158,8 @@ def test_soft_policy_gradient_moves_the_mixture_toward_rewarded_inputs():
         return (r.cot_inputs[0, 0] - target).norm().item()
 
     start = distance()
-    for step in range(12):
-        r = generate(model, tok, PROMPTS[:1], Mode.preset("soft", answer_temperature=1.0), n=16, max_cot_tokens=2,
-                     max_answer_tokens=1, seed=step)
-        rewards = -(r.cot_inputs[:, 0] - target).norm(dim=-1)
-        lp = sequence_logprobs(model, r)
-        lp.cot_mask[:, 1:] = False  # the reward depends on step 0 only
-        lp.answer_mask[:] = False
-        loss, _ = policy_loss(lp, rloo_advantages(rewards, 16))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _first_step_reinforce(model, tok, Mode.preset("soft", answer_temperature=1.0), opt, 12,
+                          lambda r: -(r.cot_inputs[:, 0] - target).norm(dim=-1))
     assert distance() < start - 0.05
 
 
@@ -245,15 +249,6 @@ def test_gumbel_policy_gradient_raises_the_rewarded_token():
 
     good = generate(model, tok, PROMPTS[:1], mode, max_cot_tokens=1, max_answer_tokens=1).cot_gumbel_ids[0, 0, 1:3]
     start = mass()
-    for step in range(10):
-        r = generate(model, tok, PROMPTS[:1], mode, n=16, max_cot_tokens=2, max_answer_tokens=1, seed=step)
-        rewards = torch.isin(r.cot_tokens[:, 0], good).float()
-        lp = sequence_logprobs(model, r)
-        lp.cot_mask[:, 1:] = False  # the reward depends on step 0 only
-        lp.answer_mask[:] = False
-        loss, _ = policy_loss(lp, rloo_advantages(rewards, 16))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _first_step_reinforce(model, tok, mode, opt, 10, lambda r: torch.isin(r.cot_tokens[:, 0], good).float())
     end = mass()
     assert end > start + 0.1, (start, end)
