@@ -322,7 +322,7 @@ def _cot_step(logits: Tensor, mode: Mode, gens, E32: Tensor, embed, sigma: float
             noise, x = None, h
             rec["logprob"] = mixing.gumbel_log_prob(ms.noisy, torch.log(ms.probs.clamp_min(1e-30)))
             if mode.top_k is not None:  # the support fits in the top-k: keep the action for training
-                rec["gumbel_ids"] = ms.probs.topk(mode.top_k, dim=-1).indices
+                rec["gumbel_ids"] = ms.probs.topk(min(mode.top_k, ms.probs.shape[-1]), dim=-1).indices
                 rec["gumbel"] = ms.noisy.gather(-1, rec["gumbel_ids"])
         elif sigma > 0:
             noise = mixing.gaussian_noise(h.shape[-1], sigma, gens, h.device)

@@ -199,16 +199,12 @@ def moi_weights(probs: Tensor, token: Tensor, beta: float) -> Tensor:
 def gumbel_logits(probs: Tensor, gens: Generators) -> Tensor:
     """Perturbed log-probs g' = log p + g, g ~ Gumbel(0, 1), over the support of probs (−inf elsewhere).
 
-    The Gumbel-max token argmax g' is a sample from p; softmax(g'/τ_g) is the Gumbel-softmax mixture.
+    The Gumbel-max token argmax g' is a sample from p; softmax(g'/τ_g) is the Gumbel-softmax mixture (Wu et al.
+    2025; SofT-GRPO).
     """
     u = _rand(gens, probs.shape[-1], probs.device).clamp(1e-10, 1 - 1e-10)
     g = -torch.log(-torch.log(u))
     return torch.where(probs > 0, torch.log(probs.clamp_min(1e-30)) + g, -math.inf)
-
-
-def gumbel_weights(probs: Tensor, tau_g: float, gens: Generators) -> Tensor:
-    """Gumbel-softmax over the support of probs (Wu et al. 2025): softmax((log p + g)/τ_g), g ~ Gumbel(0,1)."""
-    return torch.softmax(gumbel_logits(probs, gens) / tau_g, -1)
 
 
 def gumbel_log_prob(noisy: Tensor, log_probs: Tensor) -> Tensor:

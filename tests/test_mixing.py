@@ -119,7 +119,7 @@ def test_moi_weights_limits():
 def test_gumbel_and_dirichlet_stay_on_the_support():
     p = mixing.filter_probs(torch.softmax(torch.randn(2, 30), -1), top_k=4)
     gens = mixing.row_generators([0, 1], "cpu")
-    for w in (mixing.gumbel_weights(p, 0.5, gens), mixing.dirichlet_weights(p, 1.0, gens)):
+    for w in (torch.softmax(mixing.gumbel_logits(p, gens) / 0.5, -1), mixing.dirichlet_weights(p, 1.0, gens)):
         assert torch.allclose(w.sum(-1), torch.ones(2))
         assert ((w > 0) <= (p > 0)).all()
 
