@@ -229,6 +229,17 @@ def test_train_streams_curves_then_before_after_and_never_touches_the_shared_mod
                             app.Session()))
 
 
+def test_train_soft_grpo_compares_gumbel_rollouts_before_and_after(app, settings):
+    session = app.Session()
+    updates = list(app.on_train("embedded", "soft-grpo", "rloo", 2, 1e-3, 4, 2, settings, session))
+    status, curves, summary, figure, table, checkbox, state = updates[-1]
+    assert "Finished after 2 of 2 steps" in status and "Before / after" in summary
+    cfg = session.finetuned["config"]
+    assert cfg.mode == "soft-grpo" and cfg.greedy_mode.kind == "hard"  # validated with argmax tokens
+    assert is_figure(figure) and len(table) == app.BEFORE_AFTER_PROMPTS
+    assert all("correct" in row[2] and "correct" in row[3] for row in table)
+
+
 def test_cancel_stops_training_between_steps(app, settings):
     session = app.Session()
     app.on_cancel(session)  # an old Cancel does not stop the next run
