@@ -163,12 +163,12 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
         H = mixing.entropy(torch.softmax(logits.detach(), -1))
         if mode.kind == "hard":
             lp = torch.log_softmax(logits / mode.cot_temperature, -1).gather(-1, tok[:, None]).squeeze(-1)
-        elif mode.kind == "gumbel":  # the Gumbel density of the stored g' around the current log p (filters included)
-            p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
-            lp = mixing.gumbel_log_prob(g, torch.log(p.gather(-1, gid).clamp_min(1e-30)))
         else:
             p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
-            lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E_mean), sigma)  # grads via p (and E)
+            if mode.kind == "gumbel":  # the Gumbel density of the stored g' around the current log p
+                lp = mixing.gumbel_log_prob(g, torch.log(p.gather(-1, gid).clamp_min(1e-30)))
+            else:
+                lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E_mean), sigma)  # grads via p (and E)
         return lp, H
 
     sel = cot_mask
@@ -180,11 +180,12 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
             raise ValueError("these rollouts kept no Gumbel actions: generate them with a gumbel mode that sets top_k")
         g_cot, gid_cot = r.cot_gumbel[sel].to(device), r.cot_gumbel_ids[sel].to(device)
     else:
-        g_cot = gid_cot = torch.zeros((len(h_cot), 0), device=device)
+        g_cot = torch.zeros((len(h_cot), 0), device=device)
+        gid_cot = torch.zeros((len(h_cot), 0), dtype=torch.long, device=device)
     lps, Hs = [], []
     for s in range(0, len(h_cot), chunk):
         lp, H = cot_terms(h_cot[s : s + chunk], tok_cot[s : s + chunk], x_cot[s : s + chunk], g_cot[s : s + chunk],
-                          gid_cot[s : s + chunk].long())
+                          gid_cot[s : s + chunk])
         lps.append(lp)
         Hs.append(H)
     cot = torch.zeros((B, Tm), device=device, dtype=lps[0].dtype if lps else torch.float32)
