@@ -7,7 +7,8 @@ noise scale γ (`noise_scale`, σ = γ·RMS(E)). Related methods follow their ow
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from softviz import checks
 
 # How the input of the next CoT step is formed.
 KINDS = {
@@ -21,13 +22,8 @@ KINDS = {
 MIXTURE_KINDS = tuple(k for k in KINDS if k != "hard")
 
 
-def _check(cond: bool, field: str, value, allowed: str) -> None:
-    if not cond:
-        raise ValueError(f"Mode.{field} = {value!r} is invalid: allowed {allowed}")
-
-
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _set(obj, field: str, value) -> None:
+    object.__setattr__(obj, field, value)  # frozen dataclass: store the checked, converted value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,37 +48,43 @@ class Mode:
     name: str | None = None  # display name; defaults to the preset's
 
     def __post_init__(self):
-        _check(self.kind in KINDS, "kind", self.kind, f"one of {sorted(KINDS)}")
-        tau = self.cot_temperature
-        if self.kind == "hard":
-            _check(_finite(tau) and tau >= 0, "cot_temperature", tau, "τ >= 0 for hard tokens (0 = greedy)")
-            _check(self.noise_scale == 0, "noise_scale", self.noise_scale,
-                   "0 for hard tokens (for hard tokens plus noise use the fuzzy preset)")
-        else:
-            _check(_finite(tau) and tau > 0, "cot_temperature", tau,
-                   f"τ > 0 for {self.kind} (use 1e-4 for the almost one-hot 'fuzzy' mixture)")
-        _check(_finite(self.noise_scale) and 0 <= self.noise_scale <= 100, "noise_scale", self.noise_scale,
-               "0 <= γ <= 100 (the paper uses 0.33; γ = 3 already collapses training)")
-        _check(_finite(self.answer_temperature) and self.answer_temperature >= 0, "answer_temperature",
-               self.answer_temperature, ">= 0 (0 = greedy answer)")
+        if self.kind not in KINDS:
+            raise ValueError(f"Mode.kind = {self.kind!r} is invalid: allowed one of {sorted(KINDS)}")
+        hard = self.kind == "hard"
+        _set(self, "cot_temperature", checks.temperature(
+            "Mode.cot_temperature", self.cot_temperature, zero=hard,
+            why="0 = argmax is for hard tokens only" if not hard else "0 = greedy"))
+        if hard and self.noise_scale != 0:
+            raise ValueError(f"Mode.noise_scale = {self.noise_scale!r} is invalid: allowed 0 for hard tokens "
+                             "(for hard tokens plus noise use the fuzzy preset)")
+        _set(self, "noise_scale", checks.real("Mode.noise_scale", self.noise_scale, 0, 100,
+                                              why="γ; the paper uses 0.33, and γ = 3 already collapses training"))
+        _set(self, "answer_temperature", checks.temperature("Mode.answer_temperature", self.answer_temperature,
+                                                            zero=True, why="0 = greedy answer"))
         if self.top_k is not None:
-            _check(isinstance(self.top_k, int) and self.top_k >= 1, "top_k", self.top_k, "an integer >= 1 or None")
+            _set(self, "top_k", checks.integer("Mode.top_k", self.top_k, 1, why="or None"))
         if self.top_p is not None:
-            _check(_finite(self.top_p) and 0 < self.top_p <= 1, "top_p", self.top_p, "0 < top_p <= 1 or None")
+            _set(self, "top_p", checks.real("Mode.top_p", self.top_p, 0, 1, low_open=True, why="or None"))
         if self.min_p is not None:
-            _check(_finite(self.min_p) and 0 <= self.min_p < 1, "min_p", self.min_p, "0 <= min_p < 1 or None")
+            _set(self, "min_p", checks.real("Mode.min_p", self.min_p, 0, 1, why="or None"))
+            if self.min_p == 1:
+                raise ValueError("Mode.min_p = 1 is invalid: allowed 0 <= min_p < 1 or None (1 drops every token "
+                                 "but the most likely)")
         if self.cold_stop_entropy is not None:
-            _check(_finite(self.cold_stop_entropy) and self.cold_stop_entropy > 0, "cold_stop_entropy",
-                   self.cold_stop_entropy, "> 0 nats or None")
-            _check(self.kind == "soft_thinking", "cold_stop_entropy", self.cold_stop_entropy,
-                   "only with kind='soft_thinking'")
-        _check(isinstance(self.cold_stop_steps, int) and self.cold_stop_steps >= 1, "cold_stop_steps",
-               self.cold_stop_steps, "an integer >= 1")
-        _check(_finite(self.moi_beta) and self.moi_beta >= 0, "moi_beta", self.moi_beta, "β >= 0")
-        _check(_finite(self.gumbel_temperature) and self.gumbel_temperature > 0, "gumbel_temperature",
-               self.gumbel_temperature, "τ_g > 0")
-        _check(_finite(self.dirichlet_alpha) and self.dirichlet_alpha > 0, "dirichlet_alpha",
-               self.dirichlet_alpha, "α > 0")
+            _set(self, "cold_stop_entropy", checks.real("Mode.cold_stop_entropy", self.cold_stop_entropy, 0,
+                                                        low_open=True, why="nats, or None"))
+            if self.kind != "soft_thinking":
+                raise ValueError(f"Mode.cold_stop_entropy = {self.cold_stop_entropy!r} is invalid: allowed only "
+                                 "with kind='soft_thinking'")
+        _set(self, "cold_stop_steps", checks.integer("Mode.cold_stop_steps", self.cold_stop_steps, 1,
+                                                     checks.MAX_TOKENS))
+        _set(self, "moi_beta", checks.real("Mode.moi_beta", self.moi_beta, 0, why="β"))
+        _set(self, "gumbel_temperature", checks.temperature("Mode.gumbel_temperature", self.gumbel_temperature,
+                                                            zero=False, why="τ_g"))
+        _set(self, "dirichlet_alpha", checks.real("Mode.dirichlet_alpha", self.dirichlet_alpha, 0, low_open=True,
+                                                  why="α"))
+        if self.name is not None and not isinstance(self.name, str):
+            raise ValueError(f"Mode.name = {self.name!r} is invalid: allowed a string or None")
 
     # ---- derived properties -----------------------------------------------------------------------
     @property
@@ -114,6 +116,11 @@ class Mode:
         hard, hard-greedy, soft, soft-greedy, fuzzy, fuzzy-greedy (paper §4); soft-thinking,
         soft-thinking-cold-stop, mixture-of-inputs, gumbel, dirichlet (paper.md §5).
         """
+        if isinstance(name, Mode):
+            return name.replace(**overrides) if overrides else name
+        if not isinstance(name, str):
+            raise ValueError(f"mode {name!r} is not a preset name; choose one of: {', '.join(PRESETS)} "
+                             "(or pass a Mode)")
         key = name.strip().lower().replace("_", "-")
         if key not in PRESETS:
             raise ValueError(f"unknown mode {name!r}; choose one of: {', '.join(PRESETS)}")
@@ -163,13 +170,22 @@ class TraceConfig:
     layers: tuple[str, ...] = ()  # named modules (model.named_modules() paths) whose last-position output is kept
 
     def __post_init__(self):
-        if not (isinstance(self.top_k, int) and self.top_k >= 1):
-            raise ValueError(f"TraceConfig.top_k = {self.top_k!r} is invalid: allowed an integer >= 1")
-        if not (isinstance(self.nearest_k, int) and self.nearest_k >= 0):
-            raise ValueError(f"TraceConfig.nearest_k = {self.nearest_k!r} is invalid: allowed an integer >= 0")
+        _set(self, "top_k", checks.integer("TraceConfig.top_k", self.top_k, 1, 100_000))
+        _set(self, "nearest_k", checks.integer("TraceConfig.nearest_k", self.nearest_k, 0, 100_000))
         if self.nearest_metric not in ("cosine", "l2"):
             raise ValueError(f"TraceConfig.nearest_metric = {self.nearest_metric!r} is invalid: allowed 'cosine' or 'l2'")
-        object.__setattr__(self, "layers", tuple(self.layers))
+        if not isinstance(self.keep_inputs, bool):
+            raise ValueError(f"TraceConfig.keep_inputs = {self.keep_inputs!r} is invalid: allowed True or False")
+        layers = (self.layers,) if isinstance(self.layers, str) else self.layers  # one name, not its characters
+        try:
+            layers = tuple(layers)
+        except TypeError:
+            layers = (layers,)
+        for name in layers:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"TraceConfig.layers = {self.layers!r} is invalid: allowed module names as in "
+                                 f"model.named_modules(), e.g. ('model.norm', 'model.layers.3'); got {name!r}")
+        _set(self, "layers", layers)
 
 
 ALGORITHMS = ("rloo", "grpo")
@@ -209,40 +225,50 @@ class RLConfig:
         def bad(field, allowed):
             raise ValueError(f"RLConfig.{field} = {getattr(self, field)!r} is invalid: allowed {allowed}")
 
-        if self.mode not in PRESETS:
+        def number(field, check, *args, **kwargs):
+            _set(self, field, check(f"RLConfig.{field}", getattr(self, field), *args, **kwargs))
+
+        if not isinstance(self.mode, str) or self.mode not in PRESETS:
             bad("mode", f"a preset name: {', '.join(PRESETS)}")
         if self.algorithm not in ALGORITHMS:
             bad("algorithm", f"one of {ALGORITHMS}")
-        for f in ("steps", "prompts_per_step", "max_cot_tokens", "max_answer_tokens", "eval_size"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                bad(f, "an integer >= 1")
-        if not isinstance(self.group_size, int) or self.group_size < 2:
-            bad("group_size", f"an integer >= 2 ({self.algorithm} compares samples within a group)")
-        if not (_finite(self.learning_rate) and self.learning_rate > 0):
-            bad("learning_rate", "> 0")
+        if not isinstance(self.task, str) or not self.task:
+            bad("task", "a task name, e.g. 'arithmetic' or 'gsm8k'")
+        number("steps", checks.integer, 1, 10_000_000)
+        number("prompts_per_step", checks.integer, 1, checks.MAX_ROLLOUTS)
+        number("group_size", checks.integer, 2, checks.MAX_ROLLOUTS,
+               why=f"{self.algorithm} compares samples within a group")
+        if self.prompts_per_step * self.group_size > checks.MAX_ROLLOUTS:
+            bad("group_size", f"prompts_per_step x group_size <= {checks.MAX_ROLLOUTS} rollouts per step")
+        for f in ("max_cot_tokens", "max_answer_tokens"):
+            number(f, checks.integer, 1, checks.MAX_TOKENS)
+        number("eval_size", checks.integer, 1, checks.MAX_ROLLOUTS)
         for f in ("warmup_steps", "eval_every", "save_every"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
-                bad(f, "an integer >= 0")
-        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
-            bad("weight_decay", ">= 0")
-        if not (_finite(self.max_grad_norm) and self.max_grad_norm > 0):
-            bad("max_grad_norm", "> 0")
-        if not (_finite(self.answer_temperature) and self.answer_temperature > 0):
-            bad("answer_temperature", "> 0 (training samples its answers)")
-        if self.epsilon is not None and not (_finite(self.epsilon) and 0 < self.epsilon < 1):
-            bad("epsilon", "0 < epsilon < 1 or None")
-        if not (_finite(self.beta) and self.beta >= 0):
-            bad("beta", ">= 0")
-        if not (_finite(self.cot_weight) and self.cot_weight >= 0):
-            bad("cot_weight", ">= 0")
-        if not (_finite(self.embedding_lr_scale) and self.embedding_lr_scale >= 0):
-            bad("embedding_lr_scale", ">= 0 (0 freezes the embeddings)")
+            number(f, checks.integer, 0, 10_000_000)
+        number("learning_rate", checks.real, 0, 1, low_open=True)
+        number("weight_decay", checks.real, 0)
+        number("max_grad_norm", checks.real, 0, low_open=True)
+        number("answer_temperature", checks.temperature, zero=False, why="training samples its answers")
+        if self.epsilon is not None:
+            number("epsilon", checks.real, 0, 1, low_open=True, why="or None")
+            if self.epsilon == 1:
+                bad("epsilon", "0 < epsilon < 1 or None")
+        number("beta", checks.real, 0)
+        number("cot_weight", checks.real, 0)
+        number("embedding_lr_scale", checks.real, 0, why="0 freezes the embeddings")
         if self.noise_scale is not None:
             if PRESETS[self.mode]["kind"] != "soft":
                 bad("noise_scale", "None: only soft and fuzzy rollouts have Gaussian noise to scale")
-            if not (_finite(self.noise_scale) and 0 < self.noise_scale <= 100):
-                bad("noise_scale", "0 < γ <= 100 or None (training needs noise: its density is the CoT log-prob)")
-        object.__setattr__(self, "trace_steps", tuple(int(s) for s in self.trace_steps))
+            number("noise_scale", checks.real, 0, 100, low_open=True,
+                   why="or None; training needs noise: its density is the CoT log-prob")
+        for f in ("scale_rewards", "mixture_embedding_grad"):
+            if not isinstance(getattr(self, f), bool):
+                bad(f, "True or False")
+        number("seed", checks.seed)
+        steps = self.trace_steps
+        if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+            bad("trace_steps", "a sequence of step numbers, e.g. (1, 60)")
+        _set(self, "trace_steps", tuple(checks.integer("RLConfig.trace_steps[]", s, 1, self.steps) for s in steps))
 
     @property
     def rollout_mode(self) -> Mode:

@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from softviz import checks
 from softviz.config import Mode
 from softviz.generate import generate
 from softviz.tasks.base import Example, Task
@@ -20,6 +21,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), pass_at_k(4, 0, 2)
     (0.25, 1.0, 0.0)
     """
+    n, c, k = (checks.integer(name, v) for name, v in (("pass_at_k n", n), ("pass_at_k c", c), ("pass_at_k k", k)))
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     if n - c < k:
@@ -57,8 +59,16 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
     """
     from softviz.config import TraceConfig
 
-    mode = Mode.preset(mode) if isinstance(mode, str) else mode
-    ks = [k for k in ks if k <= n]
+    mode = mode if isinstance(mode, Mode) else Mode.preset(mode)
+    n = checks.integer("n", n, 1, checks.MAX_ROLLOUTS)
+    if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__"):
+        raise ValueError(f"ks = {ks!r} is invalid: allowed a sequence of integers k with 1 <= k <= n = {n}")
+    ks = sorted({checks.integer("ks[]", k, 1, n, why=f"pass@k needs k <= n = {n} samples per problem") for k in ks})
+    if not ks:
+        raise ValueError("ks is empty: allowed a sequence of integers k with 1 <= k <= n, e.g. (1,)")
+    if len(examples) == 0:
+        raise ValueError("evaluate() got no examples: pass at least one problem (e.g. task.examples('test', 100))")
+    batch_rows = checks.integer("batch_rows", batch_rows, 1)
     per_batch = max(1, batch_rows // n)
     correct, rewards, boxed, lengths = [], [], 0, []
     H_sum = torch.zeros(max_cot_tokens, dtype=torch.float64)
@@ -96,6 +106,8 @@ def solution_nll(model, tokenizer, task: Task, examples: Sequence[Example], *, b
     Returns {"solution": mean NLL per token of the whole solution, "answer": of the tokens after the answer
     cue (the boxed answer), "problems": n}. Needs examples with a worked `reasoning` that contains the cue.
     """
+    if len(examples) == 0:
+        raise ValueError("solution_nll() got no examples: pass at least one problem with a worked solution")
     if any(e.reasoning is None or task.answer_cue not in e.reasoning for e in examples):
         raise ValueError(f"solution_nll needs examples whose `reasoning` is a worked solution containing the answer "
                          f"cue {task.answer_cue!r}; task {task.name!r} does not provide them")

@@ -17,19 +17,20 @@ import dataclasses
 import hashlib
 import inspect
 import math
-import numbers
+import os
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from softviz import mixing
-from softviz.config import Mode, TraceConfig
+from softviz import checks, mixing
+from softviz.config import PRESETS, Mode, TraceConfig
 from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, extract_boxed
 from softviz.trace import Trace
 
 COT, PREFILL, ANSWER, DONE = 0, 1, 2, 3
 Progress = Callable[[int, int], None]  # progress(step, max_steps)
+MAX_ROLLOUT_GB = 16.0  # default cap on what one generate() call may allocate (KV cache + records)
 
 
 @dataclasses.dataclass
@@ -103,9 +104,9 @@ def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context:
     for i, p in enumerate(prompts):
         if not isinstance(p, str) or not p.strip():
             raise ValueError(f"prompt {i} is empty or not a string: {p!r}")
-    for name, value in (("n", n), ("max_cot_tokens", max_cot_tokens), ("max_answer_tokens", max_answer_tokens)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    n = checks.integer("n", n, 1, checks.MAX_ROLLOUTS)
+    max_cot_tokens = checks.integer("max_cot_tokens", max_cot_tokens, 1, checks.MAX_TOKENS)
+    max_answer_tokens = checks.integer("max_answer_tokens", max_answer_tokens, 1, checks.MAX_TOKENS)
     ids = [tokenizer.encode(p) for p in prompts]
     if context is not None:
         budget = context - max_cot_tokens - prefill_len - max_answer_tokens
@@ -115,14 +116,65 @@ def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context:
                     f"prompt {i} has {len(row)} tokens, but the model's context is {context} tokens and "
                     f"max_cot_tokens={max_cot_tokens} + prefill {prefill_len} + max_answer_tokens="
                     f"{max_answer_tokens} leave room for {max(budget, 0)}. Shorten the prompt or lower the limits.")
-    return list(prompts), ids
+    return list(prompts), ids, n, max_cot_tokens, max_answer_tokens
+
+
+def _check_options(mode, seed, trace, answer_cue, prompt_index_offset):
+    """The non-size arguments of generate(): each wrong type gets a ValueError naming the argument."""
+    if isinstance(mode, str) or mode is None:
+        mode = Mode.preset(mode)
+    elif not isinstance(mode, Mode):
+        raise ValueError(f"mode = {mode!r} is invalid: allowed a Mode or a preset name ({', '.join(PRESETS)})")
+    seed = checks.integer("seed", seed)
+    if trace is True:
+        trace = TraceConfig()
+    elif trace is False or trace is None:
+        trace = None
+    elif not isinstance(trace, TraceConfig):
+        raise ValueError(f"trace = {trace!r} is invalid: allowed True, False or a TraceConfig")
+    if not isinstance(answer_cue, str) or not answer_cue.strip():
+        raise ValueError(f"answer_cue = {answer_cue!r} is invalid: allowed a non-empty string, the text that ends the "
+                         f"CoT (the paper's is {ANSWER_CUE!r}); an empty cue would end every CoT after one token")
+    prompt_index_offset = checks.integer("prompt_index_offset", prompt_index_offset, 0)
+    return mode, seed, trace, prompt_index_offset
+
+
+def _env_float(name: str, default: float):
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"the environment variable {name}={raw!r} is not a number (GiB)") from None
+
+
+def _check_memory(model, E: Tensor, B: int, prompt_len: int, steps: int, trace_cfg, max_gb: float) -> None:
+    """Refuse a call whose KV cache and per-step records would take more than `max_gb` GiB, before allocating."""
+    cfg = getattr(model, "config", None)
+    layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None) or 1
+    heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_head", None) or 1
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or E.shape[1] // heads
+    positions = prompt_len + steps
+    kv = 2 * layers * kv_heads * head_dim * positions * E.element_size()  # keys and values, per row
+    per_step = 4 * E.shape[1] * 2 + 64  # fed input (fp32, kept for training) + its recorded copy + scalars
+    if trace_cfg:
+        per_step += 12 * (trace_cfg.top_k + trace_cfg.nearest_k)
+    need = B * (kv + steps * per_step + 4 * E.shape[0])  # + one row of fp32 probabilities per row
+    if need > max_gb * 2**30:
+        raise ValueError(f"this call would allocate about {need / 2**30:.1f} GiB ({B} rollouts x {positions} positions "
+                         f"on a {layers}-layer model), above the cap of {max_gb:g} GiB: lower n, the number of prompts "
+                         "or the token limits, or raise the cap (generate(..., max_memory_gb=...) or the environment "
+                         "variable SOFTVIZ_MAX_MEMORY_GB)")
 
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = "soft", *, n: int = 1,
              max_cot_tokens: int = 128, max_answer_tokens: int = 32, seed: int = 0,
              trace: bool | TraceConfig = False, answer_cue: str = ANSWER_CUE,
-             progress: Progress | None = None, prompt_index_offset: int = 0) -> Rollouts:
+             progress: Progress | None = None, prompt_index_offset: int = 0,
+             max_memory_gb: float | None = None) -> Rollouts:
     """Roll out a CoT and a hard answer for each prompt, `n` times, under `mode`.
 
     Args:
@@ -138,6 +190,8 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
         progress: optional callback(step, max_steps).
         prompt_index_offset: the index of prompts[0] in a larger batch, for the rollout seeds: a shard of a
             batch then rolls out exactly as it would in the whole batch (used by multi-process training).
+        max_memory_gb: refuse (ValueError) a call whose KV cache and records would need more memory than this;
+            default SOFTVIZ_MAX_MEMORY_GB or 16 GiB.
 
     Returns: Rollouts (with `.trace` when asked).
 
@@ -146,10 +200,7 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
         >>> r = generate(model, tok, ["User: Tom has 3 apples. ... Assistant:"], "soft", n=4, seed=0)
         >>> r.answers
     """
-    mode = Mode.preset(mode) if isinstance(mode, str) else mode
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an integer, got {seed!r}")
-    trace_cfg = TraceConfig() if trace is True else (trace or None)
+    mode, seed, trace_cfg, prompt_index_offset = _check_options(mode, seed, trace, answer_cue, prompt_index_offset)
     device = next(model.parameters()).device
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     pad_id = eos_id if pad_id is None else pad_id
@@ -157,13 +208,17 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
     early_prefill = tokenizer.encode(answer_cue[len(cue_core):] + BOX_OPEN, add_special_tokens=False)
     late_prefill = tokenizer.encode(" " + cue_core + " " + BOX_OPEN, add_special_tokens=False)
     context = getattr(model.config, "max_position_embeddings", None)
-    prompts, prompt_tok = _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context,
-                                    len(late_prefill))
+    prompts, prompt_tok, n, max_cot_tokens, max_answer_tokens = _validate(
+        tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context, len(late_prefill))
 
+    E = embedding_matrix(model)  # (V, d) in the model's dtype
+    cap = max_memory_gb if max_memory_gb is not None else _env_float("SOFTVIZ_MAX_MEMORY_GB", MAX_ROLLOUT_GB)
+    _check_memory(model, E, len(prompts) * n, max(map(len, prompt_tok)),
+                  max_cot_tokens + len(late_prefill) + max_answer_tokens, trace_cfg,
+                  checks.real("max_memory_gb", cap, 0, low_open=True))
     rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]  # prompt-major
     gens = mixing.row_generators([rollout_seed(seed, prompt_index_offset + pi, j) for pi, j in rows], device)
     row_ids = [prompt_tok[pi] for pi, _ in rows]
-    E = embedding_matrix(model)  # (V, d) in the model's dtype
     sigma = mixing.noise_std(E, mode.noise_scale) if mode.is_mixture else 0.0
     state = _RowState(len(rows))
     cue = _CueRule(tokenizer, answer_cue, early_prefill, late_prefill, max_cot_tokens, mode)

@@ -36,28 +36,48 @@ from softviz.generate import Rollouts, embedding_matrix
 
 # ---- advantages --------------------------------------------------------------------------------------
 
-def rloo_advantages(rewards: Tensor, group_size: int) -> Tensor:
+def rloo_advantages(rewards: Tensor, group_size: int, valid: Tensor | None = None) -> Tensor:
     """A_bg = r_bg − mean of the other G−1 rewards of the group (Kool et al. 2019; paper App. A).
 
-    Args: rewards (B·G,) grouped contiguously (prompt-major). Returns (B·G,); each group sums to zero.
+    Args: rewards (B·G,) grouped contiguously (prompt-major); valid (B·G,) bool, optional: False marks a
+    rollout whose reward function returned None ("not applicable"): it gets advantage 0 and is left out of
+    the others' baselines. Returns (B·G,); each group sums to zero.
     """
     if group_size < 2:
         raise ValueError("RLOO needs group_size >= 2: the baseline is the mean of the *other* samples")
     r = rewards.float().view(-1, group_size)  # (B, G)
-    baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
-    return (r - baseline).view(-1)
+    if valid is None or bool(valid.all()):
+        baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
+        return (r - baseline).view(-1)
+    v = valid.view(-1, group_size).float()
+    r = torch.where(v > 0, r, 0.0)
+    others = v.sum(1, keepdim=True) - v  # (B, G) how many valid rewards the baseline averages
+    baseline = (r.sum(1, keepdim=True) - r) / others.clamp_min(1)
+    return torch.where((v > 0) & (others > 0), r - baseline, 0.0).view(-1)
 
 
-def grpo_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> Tensor:
+def grpo_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4,
+                    valid: Tensor | None = None) -> Tensor:
     """A_bg = (r_bg − mean_g r) / (std_g r + eps) (Shao et al. 2024); `scale=False` keeps only the centring
-    (Dr. GRPO). Args: rewards (B·G,). Returns (B·G,)."""
+    (Dr. GRPO). Args: rewards (B·G,); valid as in rloo_advantages (mean and std over the valid rewards).
+    Returns (B·G,)."""
     if group_size < 2:
         raise ValueError("GRPO needs group_size >= 2 to normalise within a group")
     r = rewards.float().view(-1, group_size)
-    a = r - r.mean(1, keepdim=True)
+    if valid is None or bool(valid.all()):
+        a = r - r.mean(1, keepdim=True)
+        if scale:
+            a = a / (r.std(1, keepdim=True) + eps)
+        return a.view(-1)
+    v = valid.view(-1, group_size).float()
+    count = v.sum(1, keepdim=True)
+    r = torch.where(v > 0, r, 0.0)
+    mean = r.sum(1, keepdim=True) / count.clamp_min(1)
+    a = (r - mean) * v
     if scale:
-        a = a / (r.std(1, keepdim=True) + eps)
-    return a.view(-1)
+        std = ((a**2).sum(1, keepdim=True) / (count - 1).clamp_min(1)).sqrt()  # unbiased, as torch.std
+        a = a / (std + eps)
+    return torch.where((v > 0) & (count > 1), a, 0.0).view(-1)
 
 
 # ---- teacher-forced log-probs ----------------------------------------------------------------------------

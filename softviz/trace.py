@@ -130,13 +130,38 @@ class Trace:
                              "it may be truncated or another kind of file. Re-create it with Trace.save().") from None
         if header.get("format") != "softviz-trace":
             raise ValueError(f"{path} is a safetensors file but not a softviz trace (no 'softviz-trace' header)")
-        if int(header.get("version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{path} was written by a newer softviz (trace format {header['version']}); upgrade softviz")
+        version = header.get("version", "0")
+        if not version.isdigit():
+            raise ValueError(f"{path} has a damaged trace header (version {version!r}); re-create it with Trace.save()")
+        if int(version) > FORMAT_VERSION:
+            raise ValueError(f"{path} was written by a newer softviz (trace format {version}); upgrade softviz")
         missing = [k for k in list(STEP_FIELDS) + ["lengths"] if k not in tensors]
         if missing:
             raise ValueError(f"{path} lacks trace fields {missing}; the file is damaged")
+        meta, token_strings = _header_json(path, header, "meta"), _header_json(path, header, "token_strings")
+        try:
+            token_strings = {int(k): v for k, v in token_strings.items()}
+        except ValueError:
+            raise ValueError(f"{path} has damaged token strings in its header; re-create it with Trace.save()") from None
         layers = {k.split("::", 1)[1]: v for k, v in tensors.items() if k.startswith("layer::")}
-        return cls(**{k: tensors[k] for k in STEP_FIELDS}, lengths=tensors["lengths"],
-                   meta=json.loads(header["meta"]),
-                   token_strings={int(k): v for k, v in json.loads(header["token_strings"]).items()},
-                   inputs=tensors.get("inputs"), layers=layers)
+        B, T = tensors["tokens"].shape if tensors["tokens"].dim() == 2 else (None, None)
+        bad = [k for k in STEP_FIELDS if tuple(tensors[k].shape[:2]) != (B, T)]
+        if B is None or bad or tuple(tensors["lengths"].shape) != (B,):
+            raise ValueError(f"{path} holds fields of inconsistent shapes ({bad or ['tokens', 'lengths']}); "
+                             "the file is damaged")
+        return cls(**{k: tensors[k] for k in STEP_FIELDS}, lengths=tensors["lengths"], meta=meta,
+                   token_strings=token_strings, inputs=tensors.get("inputs"), layers=layers)
+
+
+def _header_json(path: Path, header: dict, key: str) -> dict:
+    """A JSON object stored in the trace header under `key`, or ValueError naming the file and the key."""
+    if key not in header:
+        raise ValueError(f"{path} has no {key!r} in its trace header (written without metadata, or damaged); "
+                         "re-create it with Trace.save()")
+    try:
+        value = json.loads(header[key])
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} has a damaged {key!r} entry in its trace header; re-create it with Trace.save()")
+    return value

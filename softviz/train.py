@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from softviz import mixing, rl
+from softviz import checks, mixing, rl
 from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file
@@ -34,7 +34,12 @@ from softviz.tasks.base import Task
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best"
+FINAL = "final"  # the model after the last step, always written when a run finishes
 METRICS = "metrics.jsonl"
+
+
+class NonFiniteError(ValueError):
+    """A step's loss or gradient is inf or NaN: the step is not applied and the run stops."""
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -58,21 +63,48 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> None
                     "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, tmp)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | None = None,
+                    need_ref: bool = False) -> dict:
+    """Resume from `path`: every check runs before anything is loaded into the model, optimizer or RNG, so a
+    refused checkpoint leaves them as they were. `config` (dataclasses.asdict of the run's RLConfig) must
+    equal the one the checkpoint was written with."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
         raise ValueError(f"cannot read checkpoint {path} ({err.__class__.__name__}); it may be truncated. "
                          "Delete it to start over, or point output_dir elsewhere.") from None
-    try:
-        model.load_state_dict(ck["model"])
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {path} was written for another model ({str(err).splitlines()[0]}); "
-                         "resume with the model it was trained from, or use a new output_dir") from None
+    fix = "use a new output_dir, or resume=False (softviz train --restart) to start over"
+    parts = ["model", "optimizer", "scheduler", "rng", "step", "best", "sigma", "config"] + (["ref"] if need_ref else [])
+    missing = [k for k in parts if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {missing}: it is damaged or was not written by softviz train; {fix}")
+    if config is not None and ck["config"] != config:
+        old = ck["config"] if isinstance(ck["config"], dict) else {}
+        diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
+                if old.get(k) != config.get(k)]
+        raise ValueError(f"{path} was written with another RLConfig ({'; '.join(diff[:6])}); {fix}")
+    for name, state in [("model", ck["model"])] + ([("ref", ck["ref"])] if need_ref else []):
+        _check_state(path, name, state, model.state_dict(), fix)
+    if not isinstance(ck["rng"], torch.Tensor) or ck["rng"].dtype != torch.uint8:
+        raise ValueError(f"checkpoint {path} holds a damaged RNG state; {fix}")
+    model.load_state_dict(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
     torch.set_rng_state(ck["rng"])
     return ck
+
+
+def _check_state(path: Path, name: str, state, expected: dict, fix: str) -> None:
+    """The saved weights `state` fit a model whose state_dict is `expected`: same names, same shapes."""
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path}: its {name} weights are damaged; {fix}")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
+    if missing or extra or shapes:
+        detail = "; ".join(f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for what, keys in
+                           (("missing", missing), ("unexpected", extra), ("other shapes", shapes)) if keys)
+        raise ValueError(f"checkpoint {path} was written for another model ({name} weights: {detail}); resume with "
+                         f"the model it was trained from, or {fix}")
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -92,13 +124,16 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task, golds) -> dict:
-    grouped = rewards.view(-1, G)
+    # rewards that the reward function called not applicable (None, NaN here) are left out of these
+    stds = torch.stack([g[~g.isnan()].std() if int((~g.isnan()).sum()) > 1 else g.new_zeros(())
+                        for g in rewards.view(-1, G)])
     valid = torch.arange(r.cot_tokens.shape[1])[None, :] < r.cot_lengths[:, None]
     correct = [task.is_correct(a, g) for a, g in zip(r.answers, golds)]
     m = {
-        "reward": float(rewards.mean()),
-        "reward_std": float(grouped.std(1).mean()),  # TRL: mean over groups of the within-group std
-        "frac_reward_zero_std": float((grouped.std(1) == 0).float().mean()),
+        "reward": float(rewards.nanmean()) if bool((~rewards.isnan()).any()) else 0.0,
+        "reward_std": float(stds.mean()),  # TRL: mean over groups of the within-group std
+        "frac_reward_zero_std": float((stds == 0).float().mean()),
+        "frac_reward_none": float(rewards.isnan().float().mean()),
         "accuracy": sum(correct) / len(correct),
         "cot/mean_length": float(r.cot_lengths.float().mean()),
         "cot/clipped_ratio": sum(e != "cue" for e in r.cot_end) / len(r.cot_end),
@@ -197,10 +232,8 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
     start, best = 0, -1.0
     if out is not None and resume and (out / CHECKPOINT).exists():
-        ck = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler)
-        if ck.get("config") != dataclasses.asdict(cfg):
-            raise ValueError(f"{out / CHECKPOINT} was written with another RLConfig; use a new output_dir or "
-                             "resume=False to start over")
+        ck = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, config=dataclasses.asdict(cfg),
+                             need_ref=ref is not None)
         start, best, sigma = ck["step"], ck["best"], ck["sigma"]
         if par.main:
             _truncate_metrics(out / METRICS, start)  # steps after the checkpoint will be run again
@@ -257,6 +290,8 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
         yield m
     if bar is not None:
         bar.close()
+    if writes:  # whatever eval_every and save_every were: the finished model, loadable by load_model
+        save_model(model, tokenizer, out / FINAL)
 
 
 def _param_groups(model, cfg: RLConfig) -> list[dict]:
@@ -272,8 +307,13 @@ def _param_groups(model, cfg: RLConfig) -> list[dict]:
 
 
 def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode, seed: int, reward_fn=None, *,
-                    trace: bool = False, prompt_index_offset: int = 0):
-    """Roll out cfg.group_size samples per example and score them: (rollouts, rewards, advantages, golds)."""
+                    trace: bool = False, prompt_index_offset: int = 0, step: int | None = None):
+    """Roll out cfg.group_size samples per example and score them: (rollouts, rewards, advantages, golds).
+
+    A reward of None means "not applicable to this completion" (TRL's convention): that rollout gets
+    advantage 0 and stays out of its group's baseline; `rewards` holds NaN there. Anything else that is
+    not a finite number stops the run with an error naming the step and the prompt (see check_rewards).
+    """
     reward_fn = reward_fn or task.reward
     prompts = [task.prompt(e) for e in examples]
     model.eval()
@@ -281,11 +321,46 @@ def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode,
                  max_answer_tokens=cfg.max_answer_tokens, seed=seed, answer_cue=task.answer_cue,
                  trace=TraceConfig() if trace else False, prompt_index_offset=prompt_index_offset)
     golds = [examples[i].answer for i in r.prompt_index.tolist()]
-    rewards = torch.tensor(reward_fn(prompts=[prompts[i] for i in r.prompt_index.tolist()],
-                                     completions=r.answer_texts, answer=golds), dtype=torch.float32)
-    adv = (rl.rloo_advantages(rewards, cfg.group_size) if cfg.algorithm == "rloo"
-           else rl.grpo_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards))
+    row_prompts = [prompts[i] for i in r.prompt_index.tolist()]
+    raw = reward_fn(prompts=row_prompts, completions=r.answer_texts, answer=golds)
+    rewards = check_rewards(raw, row_prompts, r.answer_texts, step=step)
+    valid = ~rewards.isnan()
+    adv = (rl.rloo_advantages(rewards, cfg.group_size, valid) if cfg.algorithm == "rloo"
+           else rl.grpo_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards, valid=valid))
     return r, rewards, adv, golds
+
+
+def check_rewards(raw, prompts: list[str], completions: list[str], *, step: int | None = None) -> torch.Tensor:
+    """A reward function's output as a float tensor (NaN where it returned None), or ValueError naming the
+    step, the prompt and the completion of the first bad value: wrong type or length, bool, inf or NaN."""
+    where = f"step {step}" if step is not None else "this batch"
+
+    def fail(i: int | None, problem: str):
+        at = "" if i is None else (f"; rollout {i}, prompt {_clip(prompts[i])}, completion {_clip(completions[i])}")
+        raise ValueError(f"the reward function {problem} at {where}{at}. No update was made. A reward function "
+                         "returns one finite float (or None: not applicable) per completion.")
+
+    if isinstance(raw, torch.Tensor):
+        raw = raw.tolist()
+    if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__len__"):
+        fail(None, f"returned {type(raw).__name__} {_clip(repr(raw))} instead of a list")
+    raw = list(raw)
+    if len(raw) != len(completions):
+        fail(None, f"returned {len(raw)} rewards for {len(completions)} completions")
+    values = []
+    for i, v in enumerate(raw):
+        if v is None:
+            values.append(math.nan)
+        elif not checks.is_real(v):
+            fail(i, f"returned {v!r}, not a finite number")
+        else:
+            values.append(float(v))
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def _clip(text: str, width: int = 80) -> str:
+    text = " ".join(str(text).split())
+    return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 
 def rl_loss(model, cfg: RLConfig, r, adv, mode, sigma: float, ref=None):
@@ -312,13 +387,19 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
     examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[shard]
     r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode, step_seed(cfg.seed, step),
-                                             reward_fn, trace=want_trace, prompt_index_offset=shard.start)
+                                             reward_fn, trace=want_trace, prompt_index_offset=shard.start,
+                                             step=step + 1)
     t1 = time.perf_counter()
     loss, loss_metrics = rl_loss(model, cfg, r, adv, mode, sigma, ref)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     par.mean_grads(model.parameters())
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+    if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)  # this step's update is dropped; the weights are untouched
+        raise NonFiniteError(f"step {step + 1}: the loss ({float(loss.detach())}) or the gradient norm ({grad_norm}) "
+                             "is not finite, so no update was made and the model holds the weights of step "
+                             f"{step}. Lower the learning rate or check the reward function and the model's dtype.")
     t2 = time.perf_counter()
     lr = scheduler.get_last_lr()[0]
     optimizer.step()

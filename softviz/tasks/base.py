@@ -7,7 +7,9 @@ check an extracted answer. The reward is the paper's eq. 11: 100 correct, 10 wro
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
+import unicodedata
 from typing import Any, Callable
 
 # The paper's answer cue and the prefills that follow it (paper App. C): after an early stop the shadow
@@ -56,17 +58,44 @@ def extract_boxed(text: str) -> str | None:
     return found
 
 
-_INT_RE = re.compile(r"^[+-]?\d+(?:\.0+)?$")
+# Minus signs and dashes that people and models write for "-" (NFKC already maps the full-width forms).
+_MINUS = dict.fromkeys(map(ord, "\u2212\u2012\u2013\u2014\ufe63\u2796"), "-")
+_NUMBER_RE = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?$")
 
 
-def normalize_number(text: str | None) -> str | None:
-    """'1,200' -> '1200', '+7' -> '7', '12.0' -> '12', '-3 ' -> '-3'; anything not an integer is returned stripped."""
+def _ascii_digits(text: str) -> str:
+    """Any Unicode decimal digit (Arabic-Indic, Devanagari, full-width, ...) as its ASCII digit."""
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() and not c.isascii() else c for c in text)
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, minus signs and dashes as "-", Unicode decimal digits as ASCII, stripped."""
+    return _ascii_digits(unicodedata.normalize("NFKC", text).translate(_MINUS)).strip()
+
+
+def normalize_number(text) -> str | None:
+    """A canonical text for a number answer, compared exactly (no float round trip, any length).
+
+    '1,200' -> '1200', '+7' -> '7', '12.0' -> '12', '-3 ' -> '-3', '−5' (U+2212) -> '-5', '007' -> '7',
+    '2.50' -> '2.5', '-0' -> '0'; Unicode digits become ASCII. An int (a gold answer given as a number) is
+    accepted. Anything that is not a plain decimal number is returned NFKC-normalised and stripped.
+
+    >>> normalize_number("12345678901234567890.0"), normalize_number("\u22125")
+    ('12345678901234567890', '-5')
+    """
     if text is None:
         return None
-    t = text.strip().replace(",", "").replace(" ", "").strip("$")
-    if _INT_RE.match(t):
-        return str(int(float(t)))
-    return t
+    if isinstance(text, numbers.Integral) and not isinstance(text, bool):
+        text = str(int(text))
+    elif not isinstance(text, str):
+        raise ValueError(f"an answer must be text or an integer, got {type(text).__name__} {text!r}")
+    t = normalize_text(text).replace(",", "").replace(" ", "").strip("$")
+    m = _NUMBER_RE.match(t)
+    if m is None or not (m.group(2) or m.group(3)):
+        return t
+    sign, whole, frac = m.group(1), m.group(2).lstrip("0") or "0", (m.group(3) or "").rstrip("0")
+    digits = whole + ("." + frac if frac else "")
+    return digits if sign != "-" or digits == "0" else "-" + digits
 
 
 class Task:
@@ -83,8 +112,8 @@ class Task:
     def examples(self, split: str, n: int, *, seed: int = 0) -> list[Example]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def is_correct(self, predicted: str | None, gold: str) -> bool:
-        """Exact match after number normalisation; real-data tasks override this with math-verify."""
+    def is_correct(self, predicted: str | None, gold: str | int) -> bool:
+        """Exact match after number normalisation (normalize_number); real-data tasks use math-verify."""
         return predicted is not None and normalize_number(predicted) == normalize_number(gold)
 
     def score(self, completion: str, gold: str) -> float:

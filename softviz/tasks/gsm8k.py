@@ -12,10 +12,11 @@ import functools
 import hashlib
 import os
 import random
+import re
 import threading
 from pathlib import Path
 
-from softviz.tasks.base import ANSWER_CUE, Example, Task
+from softviz.tasks.base import ANSWER_CUE, Example, Task, normalize_number, normalize_text
 
 # The paper's zero-shot prompt (App. B), identical for Llama and Qwen. reference/paper.md §1.6 gives its
 # content, not its exact words, so this wording is ours [INF]. No chat template: the model continues after
@@ -30,15 +31,23 @@ _BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "
 
 
 # ---- answers ----------------------------------------------------------------------------------------
-def verify_equal(predicted: str, gold: str) -> bool:
+_PLAIN = re.compile(r"^-?\d+(\.\d+)?$")  # what normalize_number makes of a plain decimal number
+
+
+def verify_equal(predicted: str, gold: str | int) -> bool:
     """True when Math-Verify finds `predicted` equal to `gold`, both read as the contents of a \\boxed{}.
 
     Reading both as box contents lets LaTeX and plain forms meet: "\\frac{1}{2}" = "0.5", "1,000" = "1000",
-    "x=3" = "3". Math-Verify times out with SIGALRM, which only the main thread may set, so other threads
+    "x=3" = "3". Two plain decimal numbers (after normalize_number: Unicode minus and digits, commas) are
+    compared exactly, without Math-Verify's float conversion. Math-Verify times out with SIGALRM, which only the main thread may set, so other threads
     (the app's handlers) run without a timeout.
     """
     from math_verify import parse, verify
 
+    a, b = normalize_number(predicted), normalize_number(gold)
+    if _PLAIN.match(a) and _PLAIN.match(b):  # two plain numbers: exact, at any length
+        return a == b
+    predicted, gold = normalize_text(predicted), normalize_text(str(gold))
     timeout = 5 if threading.current_thread() is threading.main_thread() else None
     gold_parsed = parse("\\boxed{" + gold + "}", parsing_timeout=timeout)
     pred_parsed = parse("\\boxed{" + predicted + "}", parsing_timeout=timeout)
