@@ -343,7 +343,7 @@ def check_rewards(raw, prompts: list[str], completions: list[str], *, step: int 
     if isinstance(raw, torch.Tensor):
         raw = raw.tolist()
     if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__len__"):
-        fail(None, f"returned {type(raw).__name__} {_clip(repr(raw))} instead of a list")
+        fail(None, f"returned {type(raw).__name__} {_clip(repr(raw), quote=False)} instead of a list")
     raw = list(raw)
     if len(raw) != len(completions):
         fail(None, f"returned {len(raw)} rewards for {len(completions)} completions")
@@ -358,9 +358,10 @@ def check_rewards(raw, prompts: list[str], completions: list[str], *, step: int 
     return torch.tensor(values, dtype=torch.float32)
 
 
-def _clip(text: str, width: int = 80) -> str:
+def _clip(text: str, width: int = 80, quote: bool = True) -> str:
     text = " ".join(str(text).split())
-    return repr(text if len(text) <= width else text[: width - 3] + "...")
+    text = text if len(text) <= width else text[: width - 3] + "..."
+    return repr(text) if quote else text
 
 
 def rl_loss(model, cfg: RLConfig, r, adv, mode, sigma: float, ref=None):
