@@ -4,50 +4,157 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from softviz.config import PRESETS, Mode
+
+# What a user can get wrong (a value, a path, a missing file): one line `softviz <cmd>: error: ...`, exit 2.
+# Any other exception is a bug in softviz and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, FileExistsError, PermissionError,
+               IsADirectoryError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `softviz <cmd>: error: <message>` (exit 2), without the usage
+    block: `softviz <cmd> -h` shows that."""
+
+    def error(self, message):
+        hint = f" (`{self.prog} -h` lists the commands)" if " " not in self.prog else ""  # no command given
+        self.exit(2, f"{self.prog}: error: {_one_line(message)}{hint}\n")
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+def _error_message(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None:  # "[Errno 20] Not a directory: 'x'" -> path first
+        paths = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
+        return f"{paths}: {err.strerror or err.__class__.__name__}"
+    return _one_line(err) or err.__class__.__name__
+
+
+# ---- argument types: each error names the flag (argparse prefixes "argument -n: ") ----------------------
+def _int_at_least(low: int | None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or (low is not None and value < low):
+            bound = "" if low is None else f" >= {low}"
+            raise argparse.ArgumentTypeError(f"expected an integer{bound}, got {text!r}")
+        return value
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _int_list(low: int, *, empty_ok: bool = False):
+    def parse(text: str) -> tuple[int, ...]:
+        items = [x.strip() for x in text.split(",") if x.strip()]
+        try:
+            values = tuple(int(x) for x in items)
+        except ValueError:
+            values = None
+        if values is None or any(v < low for v in values) or not (values or empty_ok):
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers >= {low}, got {text!r}")
+        return values
+    return parse
+
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _bool(text: str) -> bool:
+    """Strict: a typo such as `ture` is an error, not False."""
+    key = text.strip().lower()
+    if key not in BOOLEANS:
+        raise argparse.ArgumentTypeError(f"expected one of {'/'.join(BOOLEANS)} (any case), got {text!r}")
+    return BOOLEANS[key]
+
+
+def _mode(text: str) -> Mode:
+    try:
+        return Mode.preset(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _mode_list(text: str) -> list[Mode]:
+    names = [m for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"no mode given in {text!r}; choose from: {', '.join(PRESETS)}")
+    return [_mode(m) for m in names]
+
+
+def _check_output(flag: str, path: str, *, folder: bool) -> None:
+    """Refuse an output path that cannot be written, before any work is done: the error names the flag and
+    the path (instead of a FileExistsError from mkdir at the end of a long run)."""
+    if not path:
+        raise ValueError(f"{flag} is empty: give a {'folder' if folder else 'file'} path")
+    p = Path(path).expanduser()
+    if p.exists() and folder and not p.is_dir():
+        raise ValueError(f"{flag} {path}: it is a file, not a folder")
+    if p.exists() and not folder and p.is_dir():
+        raise ValueError(f"{flag} {path}: it is a folder; give a file name")
+    for parent in ([p] if folder else []) + list(p.absolute().parents):
+        if parent.exists():  # the nearest existing folder: everything below it gets created
+            if not parent.is_dir():
+                raise ValueError(f"{flag} {path}: {parent} is a file, so nothing can be created under it")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ValueError(f"{flag} {path}: {parent} is not writable")
+            return
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: cuda when available)")
     p.add_argument("--task", default="arithmetic", help="task name (default: the embedded arithmetic task)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-cot-tokens", type=int, default=96)
-    p.add_argument("--max-answer-tokens", type=int, default=16)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--max-cot-tokens", type=_positive_int, default=96)
+    p.add_argument("--max-answer-tokens", type=_positive_int, default=16)
 
 
-def _modes(text: str) -> list[Mode]:
-    return [Mode.preset(m) for m in text.split(",") if m.strip()]
-
-
-def _load(args):
+def _load_model(args):
     from softviz.models import load_model
-    from softviz.tasks import get_task
 
-    model, tok = load_model(args.model, device=args.device)
-    return model, tok, get_task(args.task)
+    return load_model(args.model, device=args.device)
 
 
 def cmd_demo(args) -> None:
     """The embedded model answers sample problems of its task, then its accuracy on the test split."""
     from softviz.evaluate import evaluate
     from softviz.generate import generate
+    from softviz.tasks import get_task
 
-    model, tok, task = _load(args)
-    mode = Mode.preset(args.mode)
+    task, mode = get_task(args.task), args.mode
     examples = task.examples("test", args.show)
+    test = task.examples("test", args.problems)
+    model, tok = _load_model(args)
     r = generate(model, tok, [task.prompt(e) for e in examples], mode, max_cot_tokens=args.max_cot_tokens,
                  max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_cue=task.answer_cue)
     for i, ex in enumerate(examples):
         ok = task.is_correct(r.answers[i], ex.answer)
         print(f"\n[{i + 1}] {ex.question}\n    CoT ({mode.label}): {r.cot_texts[i].strip()}\n"
               f"    answer: {r.answers[i]}   gold: {ex.answer}   {'correct' if ok else 'wrong'}")
-    res = evaluate(model, tok, task, task.examples("test", args.problems), mode, max_cot_tokens=args.max_cot_tokens,
+    res = evaluate(model, tok, task, test, mode, max_cot_tokens=args.max_cot_tokens,
                    max_answer_tokens=args.max_answer_tokens, seed=args.seed)
     print(f"\naccuracy on {args.problems} test problems ({mode.label}): {100 * res.pass_at[1]:.1f}%")
 
@@ -55,17 +162,23 @@ def cmd_demo(args) -> None:
 def cmd_compare(args) -> None:
     """Side-by-side summary of several modes on one prompt."""
     from softviz.generate import generate
+    from softviz.tasks import get_task
 
-    model, tok, task = _load(args)
-    gold = None
+    task, gold = get_task(args.task), None
     if args.prompt is not None:
+        if not args.prompt.strip():
+            raise ValueError("--prompt is empty: give a question or a full prompt")
         prompt = args.prompt if "Assistant:" in args.prompt else task.prompt(args.prompt)
     else:
-        ex = task.examples("test", args.example + 1)[args.example]
+        try:
+            [ex] = task.examples("test", 1, start=args.example)
+        except ValueError as err:  # past the end of a real test set
+            raise ValueError(f"--example {args.example}: {err}") from None
         prompt, gold = task.prompt(ex), ex.answer
+    model, tok = _load_model(args)
     print(f"prompt: {prompt}" + (f"\ngold answer: {gold}" if gold is not None else ""))
     rows = []
-    for mode in _modes(args.modes):
+    for mode in args.modes:
         r = generate(model, tok, [prompt], mode, n=args.n, max_cot_tokens=args.max_cot_tokens,
                      max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_cue=task.answer_cue)
         lengths = r.cot_lengths.clamp_min(1)
@@ -89,26 +202,34 @@ def cmd_eval(args) -> None:
     from softviz.files import atomic_file
     from softviz.tasks import get_task
 
-    model, tok, task = _load(args)
+    # pass@k needs k <= n samples per problem; greedy modes draw one sample (all would be equal): pass@1 only
+    ks = sorted({1, *(args.k or (args.n,))})
+    if ks[-1] > args.n and not all(m.is_greedy for m in args.modes):
+        raise ValueError(f"-k {ks[-1]} is larger than -n {args.n}: pass@k needs k <= n samples per problem; "
+                         "raise -n or lower -k")
+    if args.json:
+        _check_output("--json", args.json, folder=False)
+    task = get_task(args.task)
     examples = task.examples(args.split, args.problems)
-    ks = sorted({1, *[int(k) for k in args.k.split(",")]})
+    ood = get_task(args.ood_task) if args.ood_task else None
+    ood_examples = ood.examples("test", args.problems) if ood else None
+    model, tok = _load_model(args)
     results = []
-    for mode in _modes(args.modes):
+    for mode in args.modes:
         n = 1 if mode.is_greedy else args.n
-        res = evaluate(model, tok, task, examples, mode, n=n, ks=ks, max_cot_tokens=args.max_cot_tokens,
+        res = evaluate(model, tok, task, examples, mode, n=n, ks=[1] if mode.is_greedy else ks,
+                       max_cot_tokens=args.max_cot_tokens,
                        max_answer_tokens=args.max_answer_tokens, seed=args.seed, entropy_profile=True)
         print(res.summary(), flush=True)
         results.append({"mode": res.mode, "n": n, "pass_at": res.pass_at, "boxed_rate": res.boxed_rate,
                         "mean_cot_length": res.mean_cot_length, "seconds": round(res.seconds, 1),
                         "entropy_by_position": [round(h, 5) for h in res.entropy_by_position]})
     report = {"task": args.task, "split": args.split, "problems": args.problems, "results": results}
-    if args.ood_task:
-        ood = get_task(args.ood_task)
-        report["ood_nll"] = nll = solution_nll(model, tok, ood, ood.examples("test", args.problems))
+    if ood is not None:
+        report["ood_nll"] = nll = solution_nll(model, tok, ood, ood_examples)
         print(f"NLL per token of the correct solution on {args.ood_task} ({nll['problems']} problems): "
               f"{nll['solution']:.3f} (whole solution), {nll['answer']:.3f} (answer after the cue)")
     if args.json:
-        from pathlib import Path
         with atomic_file(Path(args.json)) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
 
@@ -118,7 +239,11 @@ def cmd_matrix(args) -> None:
     import dataclasses
 
     from softviz.matrix import MatrixConfig, markdown_table, run_matrix
+    from softviz.tasks import get_task
 
+    _check_output("--out", args.out, folder=True)
+    if args.task is not None:  # before the output folder is created
+        get_task(args.task)
     fields = {f.name for f in dataclasses.fields(MatrixConfig)}
     kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     if args.quick:  # a minutes-long check of the whole pipeline, not a result
@@ -132,7 +257,6 @@ def cmd_matrix(args) -> None:
 def cmd_app(args) -> None:
     """The Gradio app: compare modes side by side, fine-tune live, explore traces (`softviz app -h` for its flags)."""
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parent.parent / "app" / "app.py"
     if not path.is_file():
@@ -151,11 +275,15 @@ def cmd_train(args) -> None:
 
     from softviz.config import RLConfig
     from softviz.models import load_model
+    from softviz.tasks import get_task
     from softviz.train import train
 
     _apply_config_file(args)
+    if args.output_dir is not None:
+        _check_output("--output-dir", args.output_dir, folder=True)
     fields = {f.name for f in dataclasses.fields(RLConfig)}
     cfg = RLConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+    get_task(cfg.task)  # an unknown task fails now, not after the model has loaded
     model, tok = load_model(args.model, device=args.device)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, one process prints
     if main_process:
@@ -167,25 +295,61 @@ def cmd_train(args) -> None:
                   flush=True)
 
 
-def cmd_curves(args) -> None:
-    """Plot training curves of runs (their metrics.jsonl) to an .html or .png file."""
-    import json
-    from pathlib import Path
+IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "svg", "pdf")  # what plotly's write_image can write
 
+
+def cmd_curves(args) -> None:
+    """Plot training curves of runs (their metrics.jsonl) to an .html or image (.png, .svg, ...) file."""
     from softviz.viz import training_curves
 
+    suffix = Path(args.out).suffix.lower().lstrip(".")
+    if suffix not in ("html", *IMAGE_FORMATS):
+        raise ValueError(f"--out {args.out}: the name must end in .html or an image format "
+                         f"({', '.join('.' + f for f in IMAGE_FORMATS)})")
+    _check_output("--out", args.out, folder=False)
+    names = [Path(folder).absolute().name for folder in args.runs]
     runs = {}
-    for folder in args.runs:
+    for folder, name in zip(args.runs, names):
         path = Path(folder) / "metrics.jsonl"
         if not path.is_file():
             raise ValueError(f"{folder} has no metrics.jsonl: pass run folders written by `softviz train --output-dir`")
-        runs[Path(folder).name] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        runs[name if names.count(name) == 1 else folder] = _read_metrics(path)  # a/soft and b/soft: full paths
     fig = training_curves(runs, title=args.title)
-    if args.out.endswith(".html"):
+    if suffix == "html":
         fig.write_html(args.out, include_plotlyjs=True)
     else:
-        fig.write_image(args.out, scale=2)  # needs Chrome/Chromium (kaleido); set BROWSER_PATH if not found
+        try:
+            fig.write_image(args.out, scale=2)
+        except RuntimeError as err:  # kaleido renders images with Chrome/Chromium
+            if type(err).__module__.split(".")[0] not in ("kaleido", "choreographer"):
+                raise
+            raise ValueError(f"--out {args.out}: writing an image needs Chrome or Chromium ({_one_line(err)}); "
+                             "install one (`plotly_get_chrome`), set BROWSER_PATH, or write an .html") from None
     print(f"wrote {args.out}")
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl. A torn last line (a run killed mid-write) is skipped with a note; a torn
+    line anywhere else means the file is damaged, and the error names the line."""
+    import json
+
+    lines = [(i, line) for i, line in enumerate(path.read_bytes().decode("utf-8", "replace").splitlines(), 1)
+             if line.strip()]
+    records = []
+    for lineno, line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if lineno == lines[-1][0]:
+                print(f"softviz curves: note: skipped the torn last line {lineno} of {path} (a run stopped "
+                      "mid-write)", file=sys.stderr)
+                break
+            raise ValueError(f"{path}, line {lineno}: not valid JSON ({err.msg} at column {err.colno}); the file "
+                             "is damaged: delete or repair that line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}, line {lineno}: expected a JSON object of metrics, got {line[:40]!r}")
+        records.append(record)
+    return records
 
 
 def _apply_config_file(args) -> None:
@@ -193,7 +357,6 @@ def _apply_config_file(args) -> None:
     fields plus an optional "model" (configs/ holds the paper's settings). Flags given on the command line win."""
     import dataclasses
     import json
-    from pathlib import Path
 
     from softviz.config import RLConfig
 
@@ -205,10 +368,13 @@ def _apply_config_file(args) -> None:
         raise ValueError(f"--config {args.config}: {err}") from None
     if not isinstance(settings, dict):
         raise ValueError(f"--config {args.config}: expected a JSON object of settings")
-    allowed = ["model", *(f.name for f in dataclasses.fields(RLConfig))]
+    fields = {f.name: f for f in dataclasses.fields(RLConfig)}
+    allowed = ["model", *fields]
     for key, value in settings.items():
         if key not in allowed:
             raise ValueError(f"--config {args.config}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        if key in fields and isinstance(fields[key].default, bool) and not isinstance(value, bool):
+            raise ValueError(f"--config {args.config}: {key} must be true or false, got {value!r}")
         if getattr(args, key) is None:  # every train flag defaults to None, so None means "not given"
             setattr(args, key, value)
 
@@ -221,47 +387,54 @@ def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
 
     for f in dataclasses.fields(RLConfig):
         flag = "--" + f.name.replace("_", "-")
+        # argument types check the syntax (an integer, a finite number, true/false); RLConfig the ranges
         if f.name == "trace_steps":
-            p.add_argument(flag, type=lambda s: tuple(int(x) for x in s.split(",") if x), default=None,
+            p.add_argument(flag, type=_int_list(1, empty_ok=True), default=None,
                            help="comma-separated steps whose rollouts are saved as Traces")
         elif f.name == "epsilon":
-            p.add_argument(flag, type=float, default=None, help="PPO-style ratio clip (default: none)")
+            p.add_argument(flag, type=_finite_float, default=None, help="PPO-style ratio clip (default: none)")
         elif f.name == "noise_scale":
-            p.add_argument(flag, type=float, default=None, help="γ of soft/fuzzy rollouts (default: the preset's 0.33)")
+            p.add_argument(flag, type=_finite_float, default=None,
+                           help="γ of soft/fuzzy rollouts (default: the preset's 0.33)")
         elif isinstance(f.default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
-                           help=f"(default: {f.default})")
+            p.add_argument(flag, type=_bool, default=None, metavar="{true,false}", help=f"(default: {f.default})")
+        elif isinstance(f.default, int):
+            p.add_argument(flag, type=_int_at_least(None), default=None, help=f"(default: {f.default})")
+        elif isinstance(f.default, float):
+            p.add_argument(flag, type=_finite_float, default=None, help=f"(default: {f.default})")
         else:
             p.add_argument(flag, type=type(f.default), default=None, help=f"(default: {f.default})")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="softviz", description=__doc__)
+    parser = _Parser(prog="softviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     modes_help = f"comma-separated presets from: {', '.join(PRESETS)}"
 
     p = sub.add_parser("demo", help=cmd_demo.__doc__)
     _common(p)
-    p.add_argument("--mode", default="hard-greedy", help=f"one preset: {', '.join(PRESETS)}")
-    p.add_argument("--show", type=int, default=5, help="problems to print")
-    p.add_argument("--problems", type=int, default=200, help="test problems for the accuracy")
+    p.add_argument("--mode", type=_mode, default="hard-greedy", help=f"one preset: {', '.join(PRESETS)}")
+    p.add_argument("--show", type=_positive_int, default=5, help="problems to print")
+    p.add_argument("--problems", type=_positive_int, default=200, help="test problems for the accuracy")
     p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("compare", help=cmd_compare.__doc__)
     _common(p)
     p.add_argument("--prompt", default=None, help="a question or a full prompt (default: a test problem)")
-    p.add_argument("--example", type=int, default=0, help="index of the test problem when no --prompt")
-    p.add_argument("--modes", default="hard,soft,fuzzy", help=modes_help)
-    p.add_argument("-n", type=int, default=8, help="rollouts per mode")
+    p.add_argument("--example", type=_non_negative_int, default=0, help="index of the test problem when no --prompt")
+    p.add_argument("--modes", type=_mode_list, default="hard,soft,fuzzy", help=modes_help)
+    p.add_argument("-n", type=_positive_int, default=8, help="rollouts per mode")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("eval", help=cmd_eval.__doc__)
     _common(p)
-    p.add_argument("--modes", default="hard-greedy,hard", help=modes_help)
-    p.add_argument("--split", default="test")
-    p.add_argument("--problems", type=int, default=200)
-    p.add_argument("-n", type=int, default=32, help="samples per problem for sampled modes")
-    p.add_argument("-k", default="1,32", help="k values for pass@k")
+    p.add_argument("--modes", type=_mode_list, default="hard-greedy,hard", help=modes_help)
+    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--problems", type=_positive_int, default=200)
+    p.add_argument("-n", type=_positive_int, default=32, help="samples per problem for sampled modes")
+    p.add_argument("-k", type=_int_list(1), default=None,
+                   help="comma-separated k values for pass@k, each <= n (default: 1 and n); greedy modes draw "
+                        "one sample and report pass@1 only")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     p.add_argument("--ood-task", default=None,
                    help="also the per-token NLL of the correct solutions of this task (e.g. arithmetic-puzzle)")
@@ -272,10 +445,11 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="base model folder or Hub id (default: the embedded model)")
     p.add_argument("--device", default=None)
     p.add_argument("--task", default=None, help="(default: arithmetic)")
-    p.add_argument("--seeds", type=lambda s: tuple(int(x) for x in s.split(",")), default=None, help="(default: 0,1; the README's table used 0,1,2)")
-    p.add_argument("--steps", type=int, default=None, help="RL steps per trained model (default: 200)")
-    p.add_argument("--problems", type=int, default=None, help="test problems per cell (default: 100)")
-    p.add_argument("--samples", type=int, default=None, help="samples per problem when sampling (default: 32)")
+    p.add_argument("--seeds", type=_int_list(0), default=None, help="(default: 0,1; the README's table used 0,1,2)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="RL steps per trained model (default: 200)")
+    p.add_argument("--problems", type=_positive_int, default=None, help="test problems per cell (default: 100)")
+    p.add_argument("--samples", type=_positive_int, default=None,
+                   help="samples per problem when sampling (default: 32)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
     p.set_defaults(fn=cmd_matrix)
 
@@ -295,21 +469,29 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("curves", help=cmd_curves.__doc__)
     p.add_argument("runs", nargs="+", help="run folders (each with metrics.jsonl)")
-    p.add_argument("--out", default="curves.html", help="output .html or .png")
+    p.add_argument("--out", default="curves.html", help="output .html, or an image: .png, .svg, .pdf, ...")
     p.add_argument("--title", default="RL fine-tuning on the embedded task")
     p.set_defaults(fn=cmd_curves)
 
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "app":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     args.app_args = extra
+    return _run(args)
+
+
+def _run(args) -> int:
+    """Run the command: user errors become one line on stderr (exit 2), Ctrl-C or SIGTERM a short note (130)."""
     # SIGTERM (a scheduler, `kill`) ends the run like Ctrl-C: files are written whole, so the last
     # checkpoint stays valid and the same command resumes from it
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
     try:
+        if getattr(args, "device", None) is not None:  # before any folder is created or data is read
+            from softviz.models import check_device
+            check_device(args.device)
         args.fn(args)
-    except ValueError as err:  # user-facing errors: say what is wrong, no stack trace
-        print(f"softviz {args.command}: error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:  # say what is wrong, no stack trace
+        print(f"softviz {args.command}: error: {_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = " Run the same command again to resume from the last checkpoint." if args.command in ("train", "matrix") else ""

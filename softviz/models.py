@@ -29,6 +29,46 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def available_devices() -> list[str]:
+    """The device names this machine can load a model onto, e.g. ["cpu", "cuda", "cuda:0"]."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        names += ["xpu", *(f"xpu:{i}" for i in range(torch.xpu.device_count()))]
+    return names
+
+
+def check_device(device: str | torch.device | None) -> str:
+    """`device` as a device name this machine has, or the default (CUDA when available) for None.
+
+    Raises ValueError naming `device`, the value and the devices allowed here, instead of torch's
+    RuntimeError at the first `.to(device)` (or a silent CPU fallback nobody asked for).
+    """
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None:
+        reason = "not a device name"
+    elif dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        reason = "softviz runs models on cpu, cuda, mps or xpu"
+    elif dev.type == "cpu" or str(dev) in available_devices() or (str(dev) == "mps:0" and "mps" in available_devices()):
+        return str(dev)
+    elif dev.type in available_devices():  # cuda:7 on a machine with fewer devices
+        reason = f"there is no {dev} on this machine"
+    elif dev.type == "cuda":
+        cpu_build = torch.version.cuda is None and torch.version.hip is None
+        reason = "CUDA is not available here" + (" (this torch is a CPU-only build)" if cpu_build else "")
+    else:
+        reason = f"{dev.type.upper()} is not available here"
+    raise ValueError(f"device = {device!r} is invalid: {reason}; allowed here: {', '.join(available_devices())}")
+
+
 def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | None = None,
                dtype: torch.dtype | str | None = None):
     """Load a causal LM and its tokenizer, ready for softviz (eval mode, left padding, a pad token).
@@ -36,7 +76,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     Args:
         name_or_path: None or "embedded" for the model shipped in softviz/assets (offline), a local folder
             saved with `save_pretrained`, or a Hub id such as "Qwen/Qwen2.5-0.5B-Instruct".
-        device: "cpu", "cuda", "cuda:1", ...; default: CUDA when available.
+        device: "cpu", "cuda", "cuda:1", "mps", ...; default: CUDA when available. A device this machine lacks
+            is a ValueError (see check_device).
         dtype: torch dtype or its name; default bf16 on GPU, fp32 on CPU.
 
     Returns:
@@ -47,9 +88,10 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
         >>> model.config.model_type
         'llama'
     """
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = device or default_device()
+    device = check_device(device)
     dtype = _resolve_dtype(dtype, device)
     source = EMBEDDED_DIR if name_or_path in (None, EMBEDDED_NAME) else name_or_path
     local = Path(source).expanduser()
@@ -57,6 +99,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
         if not (local / "config.json").is_file():
             raise ValueError(f"{local} is not a model folder: it has no config.json. Pass a folder written by "
                              "`model.save_pretrained(...)` and `tokenizer.save_pretrained(...)`, or a Hub id.")
+        _check_model_files(local)
         source = str(local)
     elif str(source).startswith((".", "/", "~")) or str(source).count("/") > 1:
         raise ValueError(f"model path {source!r} does not exist. Pass an existing folder, a Hub id such as "
@@ -64,7 +107,14 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except OSError as err:  # no network, unknown repo or a gated model
+    except SafetensorError as err:  # damage _check_model_files does not see, or a damaged file in the Hub cache
+        where = f"the model folder {source}" if local.exists() else f"the cached copy of {source!r}"
+        raise ValueError(f"{where} has a damaged weights file ({err}). Re-save the model with save_pretrained, "
+                         "or download it again (`huggingface-cli download --force-download ...`).") from None
+    except OSError as err:
+        if local.exists():
+            raise ValueError(f"could not load the model folder {source}: {str(err).splitlines()[0]}") from None
+        # no network, unknown repo or a gated model
         raise ValueError(
             f"could not load model {source!r}: {err.__class__.__name__}: {str(err).splitlines()[0]}\n"
             "softviz loads Hub models through transformers. Without network access, download the model "
@@ -78,6 +128,50 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     model.to(device).eval()
     model.name_or_path = EMBEDDED_NAME if source == str(EMBEDDED_DIR) else str(name_or_path)
     return model, tokenizer
+
+
+# The JSON files transformers reads from a model folder; a copy cut short leaves them unparseable.
+_MODEL_JSON = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+               "special_tokens_map.json", "added_tokens.json", "vocab.json", "model.safetensors.index.json")
+
+
+def _check_model_files(folder: Path) -> None:
+    """Refuse a model folder whose files were cut short (a copy or download that stopped), naming the file,
+    before transformers fails on it with a message that names neither the file nor the fix."""
+    def damaged(path: Path, why: str) -> ValueError:
+        return ValueError(f"{path} looks truncated or corrupt: {why}. A copy or download was probably cut short: "
+                          "re-save the model (save_pretrained) or copy / download it again.")
+
+    for name in _MODEL_JSON:
+        path = folder / name
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
+                raise damaged(path, f"it is not valid JSON ({err})") from None
+            if name == "model.safetensors.index.json":
+                weight_map = data.get("weight_map") if isinstance(data, dict) else None
+                if not isinstance(weight_map, dict):
+                    raise damaged(path, "it has no weight_map")
+                for shard in sorted(set(map(str, weight_map.values()))):
+                    if not (folder / shard).is_file():
+                        raise damaged(path, f"it lists the weights file {shard}, which is missing")
+    shards = [folder / "model.safetensors"] + sorted(folder.glob("model-*-of-*.safetensors"))
+    for path in shards:
+        if path.is_file() and (why := _safetensors_problem(path)):
+            raise damaged(path, why)
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (safetensors checks that its header covers the file exactly),
+    or None when it opens."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            return None
+    except Exception as err:  # SafetensorError, and OSError for unreadable files
+        return f"{err} ({path.stat().st_size} bytes)"
 
 
 def prepare_tokenizer(tokenizer):

@@ -190,6 +190,7 @@ class TestAnswers:
         ("\u0665\u0660", "50"),  # Arabic-Indic digits
         ("-0", "0"), ("007", "7"), ("2.50", "2.5"), (" 1,200 ", "1200"), ("$3", "3"),
         ("9" * 5000, "9" * 5000),  # no float, no int(): any length
+        ("1,2", "1,2"), ("-12,345.0", "-12345"),
         ("1e400", "1e400"), ("\\frac{1}{2}", "\\frac{1}{2}"), (42, "42"), (np.int64(-3), "-3"), (None, None),
     ])
     def test_normalize_number(self, text, expected):

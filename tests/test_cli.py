@@ -48,7 +48,9 @@ def test_eval_reports_the_off_domain_nll(tmp_path, capsys):
 
 
 def test_bad_mode_is_a_clear_error(capsys):
-    assert main(["compare", "--modes", "soft,warm"]) == 2
+    with pytest.raises(SystemExit) as stop:  # refused by argparse, before the model loads
+        main(["compare", "--modes", "soft,warm"])
+    assert stop.value.code == 2
     assert "unknown mode 'warm'" in capsys.readouterr().err
 
 

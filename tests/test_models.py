@@ -29,7 +29,11 @@ def test_missing_path_gives_clear_error(tmp_path):
 
 
 def test_hub_id_offline_says_how_to_get_it(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # read once at import: without this, a run that imported the hub earlier waits ~45 s on network timeouts
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError) as err:
         load_model("Qwen/Qwen2.5-0.5B-Instruct", device="cpu")
     msg = str(err.value)
@@ -55,3 +59,68 @@ def test_save_model_replaces_a_folder_whole(tmp_path, embedded):
     assert '"a": 2' in (tmp_path / "m" / "softviz.json").read_text()
     m2, _ = load_model(str(tmp_path / "m"), device="cpu")
     assert m2.num_parameters() == model.num_parameters()
+
+
+@pytest.mark.parametrize("device", ["tpu", "", "cuda:x", "CPU", "meta", "cuda:99"])
+def test_bad_device_is_a_clear_error(device):
+    # torch would raise a RuntimeError at .to(device), after the weights are read
+    with pytest.raises(ValueError) as err:
+        load_model(device=device)
+    msg = str(err.value)
+    assert msg.startswith(f"device = {device!r} is invalid") and "allowed here: cpu" in msg
+
+
+def test_devices_this_machine_lacks_are_refused():
+    import torch
+
+    from softviz.models import check_device
+
+    assert check_device(None) in ("cpu", "cuda") and check_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' is invalid: CUDA is not available here"):
+            check_device("cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ValueError, match="'mps' is invalid: MPS is not available here"):
+            check_device("mps")
+
+
+def _damaged_copy(tmp_path, name, size):
+    """The embedded model folder with `name` cut to `size` bytes (a copy or download that stopped)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(EMBEDDED_DIR, folder)
+    with open(folder / name, "r+b") as f:
+        f.truncate(size)
+    return folder
+
+
+@pytest.mark.parametrize("size, why", [(6_000_000, "incomplete metadata, file not fully covered (6000000 bytes)"),
+                                       (100, "invalid header length (100 bytes)"), (4, "header too small (4 bytes)")])
+def test_truncated_weights_name_the_file_and_the_fix(tmp_path, size, why):
+    folder = _damaged_copy(tmp_path, "model.safetensors", size)
+    with pytest.raises(ValueError) as err:
+        load_model(str(folder), device="cpu")
+    msg = str(err.value)
+    assert str(folder / "model.safetensors") in msg and "looks truncated or corrupt" in msg and why in msg
+    assert "re-save" in msg and "download it again" in msg
+
+
+def test_truncated_tokenizer_names_the_file(tmp_path):
+    folder = _damaged_copy(tmp_path, "tokenizer.json", 3000)
+    with pytest.raises(ValueError, match=r"tokenizer.json looks truncated or corrupt: it is not valid JSON"):
+        load_model(str(folder), device="cpu")
+
+
+def test_missing_shard_names_the_index(tmp_path, embedded):
+    model, tok = embedded
+    model.save_pretrained(tmp_path, max_shard_size="4MB")
+    tok.save_pretrained(tmp_path)
+    shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
+    assert len(shards) > 1
+    m2, _ = load_model(str(tmp_path), device="cpu")  # whole: loads
+    assert m2.num_parameters() == model.num_parameters()
+    shards[-1].unlink()
+    missing = shards[-1].name
+    with pytest.raises(ValueError, match=rf"index.json looks truncated or corrupt: it lists the weights file {missing}"):
+        load_model(str(tmp_path), device="cpu")

@@ -60,6 +60,7 @@ def extract_boxed(text: str) -> str | None:
 
 # Minus signs and dashes that people and models write for "-" (NFKC already maps the full-width forms).
 _MINUS = dict.fromkeys(map(ord, "\u2212\u2012\u2013\u2014\ufe63\u2796"), "-")
+_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
 _NUMBER_RE = re.compile(r"^([+-]?)(\d*)(?:\.(\d*))?$")
 
 
@@ -76,7 +77,7 @@ def normalize_text(text: str) -> str:
 def normalize_number(text) -> str | None:
     """A canonical text for a number answer, compared exactly (no float round trip, any length).
 
-    '1,200' -> '1200', '+7' -> '7', '12.0' -> '12', '-3 ' -> '-3', '−5' (U+2212) -> '-5', '007' -> '7',
+    '1,200' -> '1200' (only commas between groups of three digits), '+7' -> '7', '12.0' -> '12', '-3 ' -> '-3', '−5' (U+2212) -> '-5', '007' -> '7',
     '2.50' -> '2.5', '-0' -> '0'; Unicode digits become ASCII. An int (a gold answer given as a number) is
     accepted. Anything that is not a plain decimal number is returned NFKC-normalised and stripped.
 
@@ -89,7 +90,9 @@ def normalize_number(text) -> str | None:
         text = str(int(text))
     elif not isinstance(text, str):
         raise ValueError(f"an answer must be text or an integer, got {type(text).__name__} {text!r}")
-    t = normalize_text(text).replace(",", "").replace(" ", "").strip("$")
+    t = normalize_text(text).replace(" ", "").strip("$")
+    if _THOUSANDS_RE.match(t):  # "1,200" is 1200; "1,2" is not a number here (a list, or a decimal comma)
+        t = t.replace(",", "")
     m = _NUMBER_RE.match(t)
     if m is None or not (m.group(2) or m.group(3)):
         return t
