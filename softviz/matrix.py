@@ -19,6 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
+from softviz import checks
 from softviz.config import PRESETS, RLConfig
 from softviz.files import atomic_file
 
@@ -66,6 +67,23 @@ class MatrixConfig:
             raise ValueError("MatrixConfig.seeds is empty: give at least one seed")
         if self.checkpoint not in ("final", "best"):
             raise ValueError(f"MatrixConfig.checkpoint = {self.checkpoint!r} is invalid: allowed 'final' or 'best'")
+        from softviz.tasks import TASKS
+
+        for f in ("task", "ood_task"):
+            value = getattr(self, f)
+            if not (value in TASKS or (f == "ood_task" and value is None)):
+                raise ValueError(f"MatrixConfig.{f} = {value!r} is invalid: allowed one of {', '.join(TASKS)}"
+                                 + (" or None" if f == "ood_task" else ""))
+        for f in ("problems", "samples", "ood_problems"):
+            object.__setattr__(self, f, checks.integer(f"MatrixConfig.{f}", getattr(self, f), 1, checks.MAX_ROLLOUTS))
+        object.__setattr__(self, "ks", tuple(checks.integer("MatrixConfig.ks[]", k, 1, self.samples,
+                                                            why="pass@k needs k <= samples") for k in self.ks))
+        for m in self.train_modes:  # RLConfig checks the training fields (steps, sizes, rates, seeds)
+            for seed in self.seeds:
+                try:
+                    self.rl_config(m, seed)
+                except ValueError as err:
+                    raise ValueError(f"MatrixConfig (training {m}, seed {seed!r}): {err}") from None
 
     def rl_config(self, mode: str, seed: int) -> RLConfig:
         return RLConfig(mode=mode, task=self.task, steps=self.steps, learning_rate=dict(self.learning_rates)[mode],

@@ -362,3 +362,17 @@ class TestApiEdges:
         with pytest.raises(ValueError, match=message):
             pass_at_k(*args)
         assert pass_at_k(np.int64(4), np.int64(1), np.int64(1)) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(task="nope"), r"MatrixConfig.task = 'nope' is invalid"),
+    (dict(ks=(1, 64)), r"MatrixConfig.ks\[\] = 64 is invalid: .*pass@k needs k <= samples"),
+    (dict(steps=0), r"MatrixConfig \(training hard, seed 0\): RLConfig.steps = 0"),
+    (dict(seeds=("a",)), r"RLConfig.seed = 'a'"),
+    (dict(problems=True), r"MatrixConfig.problems = True"),
+])
+def test_matrix_config_refuses_bad_fields(fields, message):
+    from softviz.matrix import MatrixConfig
+
+    with pytest.raises(ValueError, match=message):
+        MatrixConfig(**fields)
