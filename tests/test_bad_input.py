@@ -376,3 +376,28 @@ def test_matrix_config_refuses_bad_fields(fields, message):
 
     with pytest.raises(ValueError, match=message):
         MatrixConfig(**fields)
+
+
+class TestDataFiles:
+    @pytest.mark.parametrize("content, message", [
+        ('{"question": "q", "ans', r"could not read the 'test' split from files \[.*torn.jsonl'\]"),
+        ("", r"could not read the 'test' split from files|has no rows"),
+        ('{"q": "x", "a": "#### 1"}\n', r"lacks the columns \['question', 'answer'\] \(it has \['a', 'q'\]\)"),
+        ('{"question": "q", "answer": "no hashes"}\n', r"a GSM8K answer ends with '#### <number>'"),
+    ])
+    def test_gsm8k_files_that_are_not_gsm8k(self, tmp_path, content, message):
+        from softviz.tasks import get_task
+
+        path = tmp_path / "torn.jsonl"
+        path.write_text(content)
+        task = get_task("gsm8k", data_files={"train": str(path), "test": str(path)})
+        with pytest.raises(ValueError, match=message):
+            task.examples("test", 1)
+
+    @pytest.mark.parametrize("args, message", [
+        (("test", True), r"^n = True is invalid"), (("tst", 2), r"split = 'tst' is invalid"),
+        (("test", 2.0), r"^n = 2.0 is invalid"),
+    ])
+    def test_examples_arguments(self, args, message):
+        with pytest.raises(ValueError, match=message):
+            ArithmeticTask().examples(*args)

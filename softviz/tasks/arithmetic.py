@@ -12,6 +12,7 @@ import functools
 import hashlib
 import random
 
+from softviz import checks
 from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, Example, Task
 
 NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Max", "Emma", "Leo", "Zoe", "Jack", "Lucy",
@@ -126,8 +127,9 @@ class ArithmeticTask(Task):
     def examples(self, split: str, n: int, *, seed: int = 0, start: int = 0,
                  mistake_rate: float = 0.0) -> list[Example]:
         """`n` examples of `split`; train examples that also occur in validation or test are skipped."""
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
+        n, start = checks.integer("n", n, 0, checks.MAX_ROLLOUTS), checks.integer("start", start, 0)
+        if split not in ("train", "validation", "test"):
+            raise ValueError(f"split = {split!r} is invalid: allowed 'train', 'validation' or 'test'")
         if split != "train":
             return [self.example(split, i, seed=seed) for i in range(start, start + n)]
         held_out = _held_out_questions(self.family, seed)

@@ -16,6 +16,7 @@ import re
 import threading
 from pathlib import Path
 
+from softviz import checks
 from softviz.tasks.base import ANSWER_CUE, Example, Task, normalize_number, normalize_text
 
 # The paper's zero-shot prompt (App. B), identical for Llama and Qwen. reference/paper.md §1.6 gives its
@@ -58,7 +59,7 @@ def verify_equal(predicted: str, gold: str | int) -> bool:
 
 # ---- data -------------------------------------------------------------------------------------------
 def load_rows(name: str, hub_id: str, split: str, *, configs: tuple = (None,), path: str | None = None,
-              data_files: dict | None = None, env: str | None = None) -> list[dict]:
+              data_files: dict | None = None, env: str | None = None, required: tuple[str, ...] = ()) -> list[dict]:
     """The rows of one split of a dataset, from `data_files`, else a local folder `path`, else the Hub.
 
     Args:
@@ -70,6 +71,7 @@ def load_rows(name: str, hub_id: str, split: str, *, configs: tuple = (None,), p
         path: a local folder: a Hub snapshot (`hf download <id> --repo-type dataset --local-dir DIR`) or
             files named by split (train.jsonl, test.parquet, ...).
         data_files: {split: file or list of files}, each .json, .jsonl, .parquet or .csv.
+        required: the columns every row needs; a source without them (or without rows) is a ValueError.
     """
     import datasets
 
@@ -93,9 +95,10 @@ def load_rows(name: str, hub_id: str, split: str, *, configs: tuple = (None,), p
         calls, where = [((hub_id, c), {}) for c in configs], None
     try:
         parts = [datasets.load_dataset(*args, split=split, **kwargs) for args, kwargs in calls]
-    except (OSError, ValueError) as err:  # offline (ConnectionError), not found, a missing split, a bad file
+    except Exception as err:  # offline (ConnectionError), not found, a missing split, a torn or empty file
         if where is not None:
-            raise ValueError(f"{name}: could not read the {split!r} split from {where}: {err}") from None
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise ValueError(f"{name}: could not read the {split!r} split from {where}: {first}") from None
         if not isinstance(err, OSError):
             raise
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
@@ -104,7 +107,14 @@ def load_rows(name: str, hub_id: str, split: str, *, configs: tuple = (None,), p
             f"elsewhere (`hf download {hub_id} --repo-type dataset --local-dir DIR`), copy DIR here and set "
             f"{env}=DIR or pass path=DIR; a folder of train/test .jsonl or .parquet files with the same columns "
             "works too") from None
-    return [row for part in parts for row in part]
+    rows = [row for part in parts for row in part]
+    if not rows:
+        raise ValueError(f"{name}: the {split!r} split from {where or hub_id} has no rows")
+    missing = [c for c in required if c not in rows[0]]
+    if missing:
+        raise ValueError(f"{name}: the {split!r} split from {where or hub_id} lacks the columns {missing} "
+                         f"(it has {sorted(rows[0])}); {name} rows need {list(required)}")
+    return rows
 
 
 def _digest(text: str) -> bytes:
@@ -162,8 +172,7 @@ class DatasetTask(Task):
         loop reads [s·B, (s+1)·B) at step s). Validation and test keep one order whatever the seed, so runs
         with different seeds are scored on the same problems; asking for more than they hold is an error.
         """
-        if n < 0 or start < 0:
-            raise ValueError(f"n and start must be >= 0, got n={n}, start={start}")
+        n, start = checks.integer("n", n, 0), checks.integer("start", start, 0)
         rows = self.split(split)
         if split != "train":
             if start + n > len(rows):
@@ -211,6 +220,6 @@ class GSM8KTask(DatasetTask):
 
     def load(self, split: str) -> list[Example]:
         rows = load_rows("GSM8K", self.hub_id, split, configs=("main",), path=self.path,
-                         data_files=self.data_files, env=self.env)
-        return [Example(r["question"], gsm8k_gold(r["answer"]), r["answer"].rsplit("####", 1)[0].strip(),
+                         data_files=self.data_files, env=self.env, required=("question", "answer"))
+        return [Example(str(r["question"]), gsm8k_gold(str(r["answer"])), str(r["answer"]).rsplit("####", 1)[0].strip(),
                         {"split": split, "index": i, "source": self.hub_id}) for i, r in enumerate(rows)]

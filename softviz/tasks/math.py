@@ -51,11 +51,12 @@ class MATHTask(DatasetTask):
     def load(self, split: str) -> list[Example]:
         if split == "test":
             rows = load_rows("MATH-500", self.test_id, "test", path=self.path, data_files=self.data_files,
-                             env=self.env)
+                             env=self.env, required=("problem", "solution"))
             source = self.test_id
         else:
             rows = load_rows("the MATH train set (MATH-500 is test-only)", self.train_id, "train", configs=SUBJECTS,
-                             path=self.train_path, data_files=self.data_files, env=self.train_env)
+                             path=self.train_path, data_files=self.data_files, env=self.train_env,
+                             required=("problem", "solution"))
             source = self.train_id
         out = []
         for i, r in enumerate(rows):
