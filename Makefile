@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test lab bench embedded-model browser clean
+.PHONY: run demo test screenshots lab bench embedded-model browser clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,13 @@ browser:
 	  { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; } || \
 	  echo "could not install chromium: the browser test will be skipped"
 
-## the whole test suite
+## the whole test suite, then its 15 slowest tests; it leaves the work tree and the temp folder as they were
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
+
+## refresh the README's screenshots (results/screenshots/*.png): the browser test, saving them there
+screenshots: $(STAMP) browser
+	SOFTVIZ_SCREENSHOTS=results/screenshots $(BIN)/python -m pytest -q tests/test_app_browser.py
 
 ## JupyterLab on the notebooks
 lab: $(STAMP)

@@ -14,9 +14,13 @@ import functools
 import html
 import inspect
 import logging
+import numbers
 import os
 import random
+import re
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from softviz import Mode, Trace, TraceConfig, analysis, generate, load_model, viz
+from softviz import Mode, Trace, TraceConfig, analysis, checks, generate, load_model, viz
 from softviz.config import ALGORITHMS, PRESETS, RLConfig
 from softviz.tasks import get_task
 
@@ -131,7 +135,7 @@ class Session:
 
     def files(self) -> Path:
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="softviz-app-")
+            self.folder = new_folder()
         return Path(self.folder)
 
     def close(self) -> None:
@@ -175,6 +179,79 @@ def _close_session(session: Session | None) -> None:
         session.close()
 
 
+# ---- files on disk ----------------------------------------------------------------------------------------
+# Each session's traces live in <temp folder>/softviz-app-<pid>-XXXXXXXX. The pid names the process that owns the
+# folder, so a server deletes all of its folders when it stops, and one starting later deletes those of servers
+# that were killed (SIGKILL, a crash) without ever touching a live server's.
+
+FOLDER_PREFIX = "softviz-app-"
+_FOLDER_NAME = re.compile(re.escape(FOLDER_PREFIX) + r"(\d+)-[a-z0-9_]+")  # mkdtemp's suffix has no "-"
+
+
+def new_folder() -> str:
+    """A new trace folder owned by this process."""
+    return tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
+
+
+def _folders(root: str | None = None) -> list[tuple[int, Path]]:
+    """(owner pid, path) of every trace folder in `root` (default: the temp folder), in pid-named form."""
+    found = []
+    for path in Path(root or tempfile.gettempdir()).glob(FOLDER_PREFIX + "*"):
+        m = _FOLDER_NAME.fullmatch(path.name)
+        if m and path.is_dir() and not path.is_symlink():
+            found.append((int(m.group(1)), path))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:  # os.kill(0, ...) would signal our own process group: such a pid owns nothing
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: no signal is sent, only whether the process exists is checked
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, but belongs to another user
+        return True
+    return True
+
+
+def remove_stale_folders(root: str | None = None) -> list[Path]:
+    """Delete the trace folders of processes that no longer exist; returns what was deleted."""
+    stale = [path for pid, path in _folders(root) if pid != os.getpid() and not _alive(pid)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def remove_own_folders(root: str | None = None) -> list[Path]:
+    """Delete every trace folder of this process (all of its sessions'); returns what was deleted."""
+    own = [path for pid, path in _folders(root) if pid == os.getpid()]
+    for path in own:
+        shutil.rmtree(path, ignore_errors=True)
+    return own
+
+
+def clean_up_on_signals(signums=(signal.SIGINT, signal.SIGTERM)) -> None:
+    """On SIGINT or SIGTERM, delete this process's trace folders, then do what the signal did before: call the
+    previous handler (SIGINT's raises KeyboardInterrupt, which Gradio answers by closing its server), or for a
+    default action exit by SystemExit(128 + signal) (the status a shell shows), so `finally` blocks still run.
+    A signal ignored when we start (nohup, a background job) stays ignored. Call it from the main thread."""
+    for signum in signums:
+        previous = signal.getsignal(signum)
+        if previous == signal.SIG_IGN:
+            continue
+
+        def handler(num, frame, previous=previous):
+            removed = remove_own_folders()
+            log.info("%s: deleted %d session folder(s)", signal.Signals(num).name, len(removed))
+            if callable(previous):
+                previous(num, frame)
+            else:  # SIG_DFL, or None (a handler not installed from Python)
+                raise SystemExit(128 + num)
+
+        signal.signal(signum, handler)
+
+
 # ---- models and checks -------------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=4)
@@ -190,14 +267,11 @@ def get_model(name: str, settings: Settings):
 
 
 def _whole(name: str, value, low: int, high: int) -> int:
-    """`value` as an int, or a ValueError naming the widget: NaN, ±inf (OverflowError), 2.5 and text are refused."""
-    try:
-        whole = int(value)
-    except (TypeError, ValueError, OverflowError):
-        whole = None
-    if whole is None or (isinstance(value, float) and value != whole):
-        raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
-    return whole
+    """`value` as an int, or a ValueError naming the widget. Widgets send JSON numbers, so 8.0 is 8; NaN, ±inf,
+    2.5, True and text are refused (softviz.checks' rule, with the widget's name and range)."""
+    if checks.is_int(value) or (checks.is_real(value) and float(value).is_integer()):
+        return int(value)
+    raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r}")
 
 
 def _check_int(name: str, value, low: int, high: int) -> int:
@@ -208,25 +282,28 @@ def _check_int(name: str, value, low: int, high: int) -> int:
 
 
 def _check_float(name: str, value, low: float, high: float) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # text, None, True: not a number
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not low <= value <= high:  # NaN fails here too
         raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
     return value
 
 
 def visitor_errors(fn):
-    """A visitor's mistake (ValueError) becomes a readable message in the page (gr.Error), not a stack trace."""
+    """A visitor's mistake (ValueError, or a gr.Error raised on purpose) becomes a readable message in the page
+    (gr.Error) and one log line; anything else is a bug: logged with its traceback, and a polite message."""
     def convert(err: Exception) -> gr.Error:
-        if isinstance(err, gr.Error):
-            return err
-        if isinstance(err, ValueError):
-            return gr.Error(str(err))
-        log.exception("unexpected error in %s", fn.__name__)
-        return gr.Error(f"Something went wrong on the server ({type(err).__name__}: {err}). Please try again; "
-                        "if it persists, tell the host.")
+        if isinstance(err, (gr.Error, ValueError)):
+            message = err.message if isinstance(err, gr.Error) else str(err)
+            log.info("visitor error in %s: %s", fn.__name__, " ".join(str(message).split()))  # one line
+            shown = err if isinstance(err, gr.Error) else gr.Error(message)
+        else:
+            log.exception("unexpected error in %s", fn.__name__)
+            shown = gr.Error(f"Something went wrong on the server ({type(err).__name__}: {err}). Please try "
+                             "again; if it persists, tell the host.")
+        shown.print_exception = False  # Gradio would print a traceback for every gr.Error; the log says enough
+        return shown
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -963,9 +1040,16 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
 
 # ---- launch ------------------------------------------------------------------------------------------------
 
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line, `softviz app: error: ...` (exit 2), as the softviz command prints them."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
 def parse_args(argv=None, environ=None) -> tuple[Settings, argparse.Namespace]:
     """Flags override SOFTVIZ_* environment variables, which override the defaults."""
-    parser = argparse.ArgumentParser(prog="softviz app", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="softviz app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (0.0.0.0 to serve a network)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
@@ -992,13 +1076,30 @@ def warm_up(settings: Settings) -> None:
 
 
 def main(argv=None) -> None:
-    """`python app/app.py [--share] [--host H] [--port P] [--models a,b] [--max-rollouts N] ...`"""
+    """`python app/app.py [--share] [--host H] [--port P] [--models a,b] [--max-rollouts N] ...`
+
+    Deletes the session folders of killed servers before it starts, and all of its own when it stops."""
     try:
         settings, args = parse_args(argv)
     except ValueError as err:
-        raise SystemExit(f"softviz app: error: {err}") from None
-    warm_up(settings)
-    launch(build_demo(settings), settings, server_name=args.host, server_port=args.port, share=args.share)
+        print(f"softviz app: error: {' '.join(str(err).split())}", file=sys.stderr)
+        raise SystemExit(2) from None
+    # our lines (visitors' mistakes, folders deleted) at INFO; other libraries' only from WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("softviz").setLevel(logging.INFO)
+    stale = remove_stale_folders()
+    if stale:
+        log.info("deleted %d session folder(s) left by stopped servers", len(stale))
+    clean_up_on_signals()
+    demo = None
+    try:
+        warm_up(settings)
+        demo = build_demo(settings)
+        launch(demo, settings, server_name=args.host, server_port=args.port, share=args.share)
+    finally:  # Ctrl-C, SIGTERM or an error: close the server (Gradio deletes its cached files) and ours
+        if demo is not None:
+            demo.close(verbose=False)
+        remove_own_folders()
 
 
 def launch(demo: gr.Blocks, settings: Settings, **kwargs):

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from softviz import checks
 from softviz.files import atomic_file
 
 FORMAT_VERSION = 1
@@ -78,10 +79,12 @@ class Trace:
 
     def step(self, t: int) -> dict:
         """All per-step fields at step t, for every rollout."""
+        t = _index("step", t, self.num_steps)
         return {k: getattr(self, k)[:, t] for k in STEP_FIELDS}
 
     def rollout(self, b: int) -> dict:
         """All per-step fields of rollout b, cut to its length, plus its texts."""
+        b = _index("rollout", b, self.num_rollouts)
         n = int(self.lengths[b])
         out = {k: getattr(self, k)[b, :n] for k in STEP_FIELDS}
         for name, key in (("cot_text", "cot_texts"), ("answer_text", "answer_texts"), ("answer", "answers"),
@@ -151,6 +154,13 @@ class Trace:
                              "the file is damaged")
         return cls(**{k: tensors[k] for k in STEP_FIELDS}, lengths=tensors["lengths"], meta=meta,
                    token_strings=token_strings, inputs=tensors.get("inputs"), layers=layers)
+
+
+def _index(name: str, value, size: int) -> int:
+    """An index into `size` entries (negative counts from the end, as in Python), or ValueError naming it."""
+    if not checks.is_int(value) or not -size <= value < size:
+        raise ValueError(f"{name} {value!r} is out of range: this trace has {size} {name}s (0..{size - 1})")
+    return int(value) % size
 
 
 def _header_json(path: Path, header: dict, key: str) -> dict:

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from softviz import analysis
+from softviz import analysis, checks
 from softviz.trace import Trace
 
 # Metric name -> axis title. Names are train()'s (TRL's where they mean the same).
@@ -131,6 +131,7 @@ def entropy_heatmap(trace: Trace, title: str | None = None, *, field: str = "ent
             bins (the title says so).
     Returns: a Figure with one Heatmap; z[b][t] is the entropy (NaN where rollout b's CoT had ended).
     """
+    _one_trace(trace)
     go = _go()
     H = analysis.entropy_matrix(trace, field)
     B, T = H.shape
@@ -281,8 +282,14 @@ def _profiles_figure(series: dict, field: str, band: str, show_count: bool, main
 
 # ---- 2. nearest-vocabulary projections ---------------------------------------------------------------------
 
+def _one_trace(trace) -> None:
+    if not isinstance(trace, Trace):
+        raise ValueError(f"expected a softviz Trace, got {type(trace).__name__} (generate(..., trace=True).trace, "
+                         "or Trace.load(path))")
+
+
 def _rollout_title(trace: Trace, b: int) -> str:
-    if not 0 <= b < trace.num_rollouts:
+    if not checks.is_int(b) or not 0 <= b < trace.num_rollouts:
         raise ValueError(f"rollout {b} is out of range: this trace has {trace.num_rollouts} rollouts "
                          f"(0..{trace.num_rollouts - 1})")
     correct = analysis.rollout_correct(trace)[b]
@@ -302,6 +309,7 @@ def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_st
     their y values at a step sum to 1. token_row: write the fed (shadow) tokens above the bars (default: up to 64
     steps).
     """
+    _one_trace(trace)
     go = _go()
     title_rollout = _rollout_title(trace, rollout)
     n = int(trace.lengths[rollout])
@@ -359,6 +367,7 @@ def noise_shift(trace: Trace, rollout: int = 0, *, max_steps: int = 512, title: 
     shadow token when it is among the nearest; markers say whether the nearest token is the shadow token.
     Bottom: the shadow token's rank among the fed input's nearest tokens (1 = nearest).
     """
+    _one_trace(trace)
     go = _go()
     from plotly.subplots import make_subplots
 
@@ -429,6 +438,7 @@ def soft_text_html(trace: Trace, rollout: int = 0, k: int = 3, *, max_steps: int
     All token text is HTML-escaped; hovering a step shows its weights. Returns an HTML fragment (no scripts) for
     gr.HTML or IPython.display.HTML.
     """
+    _one_trace(trace)
     head = _rollout_title(trace, rollout)
     n = min(int(trace.lengths[rollout]), max_steps)
     k = max(1, min(k, trace.topk_ids.shape[-1]))
@@ -531,6 +541,7 @@ def trajectory_distance_heatmap(trace: Trace, *, max_rollouts: int = 64, title: 
     Needs trace.inputs (TraceConfig(keep_inputs=True)). The subtitle gives σ√(2d), the distance that the noise
     alone puts between two rollouts that mix exactly the same tokens.
     """
+    _one_trace(trace)
     go = _go()
     D = analysis.trajectory_distances(trace)
     B = len(D)

@@ -50,3 +50,53 @@ ARCHS = [("llama", True), ("llama", False), ("qwen2", True), ("qwen2", False), (
 def tiny(request, tokenizer):
     arch, tied = request.param
     return tiny_model(arch, len(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id, tied=tied), tokenizer
+
+
+# ---- temporary files: a run leaves nothing in the system temp folder (owner: the app's tests) ----------------
+# Everything this run and its subprocesses put in the temp folder (pytest's tmp_path folders, Gradio's upload cache,
+# gradio_client's downloads, the app's session folders, Chromium's profile) goes to one folder, deleted at the end.
+# Set at configure time: before test modules import gradio_client (it reads GRADIO_TEMP_DIR once, at import) and
+# before pytest picks its base temp folder (under tempfile.gettempdir()).
+_TEMP_KEY = pytest.StashKey[tuple]()
+
+
+def _remove_stale_test_folders(tmp: str) -> None:
+    """Delete the temp folders of earlier test runs that were killed (their pid no longer runs)."""
+    import os
+    import re
+    import shutil
+    from pathlib import Path
+
+    for path in Path(tmp).glob("softviz-tests-*"):
+        m = re.fullmatch(r"softviz-tests-(\d+)-\w+", path.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
+
+
+def pytest_configure(config):
+    import os
+    import tempfile
+
+    _remove_stale_test_folders(tempfile.gettempdir())
+    root = tempfile.mkdtemp(prefix=f"softviz-tests-{os.getpid()}-")
+    config.stash[_TEMP_KEY] = (root, {k: os.environ.get(k) for k in ("TMPDIR", "GRADIO_TEMP_DIR")}, tempfile.tempdir)
+    os.environ.update(TMPDIR=root, GRADIO_TEMP_DIR=os.path.join(root, "gradio"))
+    tempfile.tempdir = root
+
+
+def pytest_unconfigure(config):
+    import os
+    import shutil
+    import tempfile
+
+    root, environ, tempdir = config.stash[_TEMP_KEY]
+    for k, v in environ.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    tempfile.tempdir = tempdir
+    shutil.rmtree(root, ignore_errors=True)

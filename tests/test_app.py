@@ -326,6 +326,83 @@ def test_closing_a_session_frees_its_model_and_files(app, settings, problem):
     assert session.closed and session.compare is None and session.finetuned is None
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ended_pid() -> int:
+    """The pid of a process that has exited (Linux hands it out again only after the pid counter wraps)."""
+    import subprocess
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_the_server_deletes_its_files_when_stopped_and_stale_ones_at_start(sig, tmp_path):
+    """`python app/app.py` with TMPDIR=tmp_path: at start it deletes the folder of a process that no longer exists
+    (as SIGKILL leaves it) and keeps a live one's; a visitor's mistake is one log line; SIGTERM and SIGINT delete
+    every visitor's folder and Gradio's copies of the traces."""
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from gradio_client import Client
+
+    stale, live = tmp_path / f"softviz-app-{ended_pid()}-abc123", tmp_path / f"softviz-app-{os.getpid()}-abc123"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "trace-hard-000000.safetensors").write_bytes(b"{}")
+    port, log = free_port(), tmp_path / "app.log"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "w") as out:  # a background job (CI) inherits SIGINT ignored, and the app leaves it so
+        proc = subprocess.Popen([sys.executable, str(APP_FILE), "--port", str(port)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 180
+        while True:  # until the page answers (the model loads and warms up first)
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert not stale.exists() and live.exists()
+        client = Client(url, verbose=False, download_files=False)
+        client.predict("embedded", "Tom has 3 apples. How many apples does Tom have?", "3", ["hard"], 1, 0.5, 1.0,
+                       0.33, 8, 0, False, api_name="/compare")
+        with pytest.raises(Exception, match="type a problem"):
+            client.predict("embedded", " ", "", ["hard"], 1, 0.5, 1.0, 0.33, 8, 0, False, api_name="/compare")
+        client.close()
+        [visitor] = tmp_path.glob(f"softviz-app-{proc.pid}-*")  # the compare's session folder: one trace
+        assert [f.suffix for f in visitor.iterdir()] == [".safetensors"]
+        assert [f.suffix for f in (tmp_path / "gradio").rglob("*") if f.is_file()] == [".safetensors"]
+        proc.send_signal(getattr(signal, sig))
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    # SIGTERM's default is to end the process: the app exits with the status a shell shows for it, after cleaning
+    # up; SIGINT is Ctrl-C, on which Gradio closes the server and returns
+    assert proc.returncode == {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 0}[sig], text
+    assert not visitor.exists() and live.exists(), text
+    assert not [f for f in (tmp_path / "gradio").rglob("*") if f.is_file()], text  # delete_cache at shutdown
+    mistakes = [line for line in text.splitlines() if "type a problem" in line]
+    assert len(mistakes) == 1 and "visitor error in on_compare" in mistakes[0] and "Traceback" not in text, text
+
+
 # ---- the launched app, through gradio_client ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The app in a real browser (headless Chromium through Playwright): open the page, run the default comparison,
 check that each mode gets a result column with its figures, run a two-step fine-tune, explore a trace.
-Screenshots go to results/screenshots/ (look at them: is it clear what to do and what is shown?).
+Screenshots go to a temporary folder; `make screenshots` runs this file with SOFTVIZ_SCREENSHOTS=results/screenshots
+to refresh the README's (look at them: is it clear what to do and what is shown?).
 
 Uses Debian's Chromium (`apt install chromium`; CI installs it), because `playwright install` downloads
 browsers. Set SOFTVIZ_CHROMIUM to use another executable.
@@ -8,6 +9,7 @@ browsers. Set SOFTVIZ_CHROMIUM to use another executable.
 
 import os
 import shutil
+import struct
 import sys
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ pytest.importorskip("gradio")
 playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 CHROMIUM = os.environ.get("SOFTVIZ_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[1] / "results" / "screenshots"
+VIEWPORT = {"width": 1440, "height": 1000}
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)),
@@ -48,9 +50,28 @@ def served():
 
 
 @pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    """Saves a screenshot and checks it is a PNG of the page: the viewport's width, and at least its height
+    (a full-page one is taller). Into SOFTVIZ_SCREENSHOTS when set (`make screenshots`), else a temporary folder."""
+    folder = Path(os.environ.get("SOFTVIZ_SCREENSHOTS") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def shoot(page, name: str, full_page: bool = False) -> Path:
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        head = path.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+        width, height = struct.unpack(">II", head[16:24])  # the IHDR chunk: width, height (big-endian)
+        assert width == VIEWPORT["width"] and height >= VIEWPORT["height"], (path, width, height)
+        return path
+
+    return shoot
+
+
+@pytest.fixture(scope="module")
 def page(served):
     demo, browser, url, errors = served
-    pg = browser.new_page(viewport={"width": 1440, "height": 1000})
+    pg = browser.new_page(viewport=VIEWPORT)
     pg.on("pageerror", lambda err: errors.append(str(err)))
     pg.goto(url)
     pg.get_by_role("button", name="Compare", exact=True).wait_for(timeout=60_000)
@@ -61,9 +82,8 @@ def visible_columns(pg):
     return pg.locator(".sv-mode-column").filter(has=pg.locator(".js-plotly-plot"))
 
 
-def test_compare_shows_a_column_with_figures_for_each_mode(page):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "start.png"))
+def test_compare_shows_a_column_with_figures_for_each_mode(page, shots):
+    shots(page, "start")
     page.get_by_role("button", name="Compare", exact=True).click()
     # every default mode's column holds its entropy heatmap, mixture and nearest-vocabulary figures
     page.wait_for_function("""() => [...document.querySelectorAll('.sv-mode-column')]
@@ -78,24 +98,25 @@ def test_compare_shows_a_column_with_figures_for_each_mode(page):
         assert "correct" in column.inner_text() and "#0 → " in column.inner_text()
     assert page.get_by_text("Across modes").is_visible()
     assert page.locator(".js-plotly-plot").count() >= 3 * 3 + 4  # plus profiles, diversity, projection, pass@k
-    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+    full = shots(page, "compare", full_page=True)
+    assert struct.unpack(">I", full.read_bytes()[20:24])[0] > 2 * VIEWPORT["height"]  # the columns and figures below
     columns.nth(0).locator("h3").first.scroll_into_view_if_needed()
     page.mouse.wheel(0, -120)
     page.wait_for_timeout(300)
-    page.screenshot(path=str(SHOTS / "compare_columns.png"))  # what a visitor sees first: the mode columns
+    shots(page, "compare_columns")  # what a visitor sees first: the mode columns
 
 
-def test_explore_opens_a_mode_of_the_comparison(page):
+def test_explore_opens_a_mode_of_the_comparison(page, shots):
     page.get_by_role("tab", name="Explore").click()
     page.get_by_label("…or a mode of your last comparison").click()
     page.get_by_role("option", name="soft").click()
     page.get_by_text("Step 0 of rollout 0").first.wait_for(timeout=30_000)
     page.wait_for_timeout(1500)
     assert page.locator(".js-plotly-plot:visible").count() >= 3
-    page.screenshot(path=str(SHOTS / "explore.png"), full_page=True)
+    shots(page, "explore", full_page=True)
 
 
-def test_train_runs_live_and_compares_before_and_after(page):
+def test_train_runs_live_and_compares_before_and_after(page, shots):
     page.get_by_role("tab", name="Train").click()
     steps = page.get_by_label("number input for Steps")
     steps.fill("3")
@@ -107,16 +128,16 @@ def test_train_runs_live_and_compares_before_and_after(page):
     page.get_by_text("Finished after 3 of 3 steps").wait_for(timeout=120_000)
     page.wait_for_timeout(1500)
     assert page.get_by_text("Before / after").is_visible()
-    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+    shots(page, "train", full_page=True)
 
 
-def test_a_mistake_shows_as_a_message_in_the_page(page):
+def test_a_mistake_shows_as_a_message_in_the_page(page, shots):
     page.get_by_role("tab", name="Compare").click()
     page.get_by_label("Problem").fill("")
     page.get_by_role("button", name="Compare", exact=True).click()
     page.get_by_text("type a problem, or press 'Random problem'").wait_for(timeout=30_000)
     page.wait_for_timeout(1000)  # the message slides in
-    page.screenshot(path=str(SHOTS / "error.png"))
+    shots(page, "error")
 
 
 def test_closing_the_tab_frees_the_visitors_session(served):

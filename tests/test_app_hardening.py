@@ -41,7 +41,9 @@ def no_unexpected_errors(caplog):
     """A visitor's mistake is expected: the app must not log it as an unexpected server error."""
     with caplog.at_level(logging.ERROR, logger="softviz.app"):
         yield
-    assert not [r for r in caplog.records if r.name == "softviz.app"], caplog.text
+    # caplog.records would be this teardown's (pytest keeps each phase's records apart): look at the test's own
+    errors = [r for r in caplog.get_records("call") if r.name == "softviz.app" and r.levelno >= logging.ERROR]
+    assert not errors, caplog.text
 
 
 def assert_readable(message: str, *needles: str) -> None:
@@ -285,6 +287,45 @@ def test_picking_a_mode_never_compared_is_a_message(app, explored):
         with pytest.raises(gr.Error) as err:
             app.on_pick(label, explored)
         assert_readable(err.value.message, "run a comparison first")
+
+
+# ---- the log: one line per visitor mistake, a traceback per bug ---------------------------------------------
+
+def app_records(caplog) -> list[tuple[int, object, str]]:
+    return [(r.levelno, r.exc_info, r.getMessage()) for r in caplog.records if r.name == "softviz.app"]
+
+
+def test_a_visitors_mistake_is_one_log_line_without_a_traceback(app, settings, problem, sessions, caplog):
+    with caplog.at_level(logging.INFO, logger="softviz.app"), pytest.raises(gr.Error) as err:
+        last(app.on_compare(*compare_args(problem, question="   "), settings, sessions()))
+    assert app_records(caplog) == [(logging.INFO, None,
+                                    "visitor error in on_compare: type a problem, or press 'Random problem'")]
+    assert err.value.print_exception is False  # else Gradio prints a traceback of its own for it
+
+
+def test_a_gr_error_raised_on_purpose_is_one_line_too(app, caplog):
+    @app.visitor_errors
+    def handler():
+        raise gr.Error("the file is\n  too big")
+
+    with caplog.at_level(logging.INFO, logger="softviz.app"), pytest.raises(gr.Error) as err:
+        handler()
+    assert app_records(caplog) == [(logging.INFO, None, "visitor error in handler: the file is too big")]
+    assert err.value.message == "the file is\n  too big" and err.value.print_exception is False  # shown as raised
+
+
+def test_a_bug_is_logged_with_its_traceback(app, settings, problem, sessions, caplog, monkeypatch):
+    def broken_loader(name, settings):
+        raise RuntimeError("weights file truncated")
+
+    monkeypatch.setattr(app, "get_model", broken_loader)  # a bug, as opposed to a visitor's mistake
+    with caplog.at_level(logging.INFO, logger="softviz.app"), pytest.raises(gr.Error) as err:
+        last(app.on_compare(*compare_args(problem), settings, sessions()))
+    [(level, exc_info, message)] = app_records(caplog)
+    assert (level, message) == (logging.ERROR, "unexpected error in on_compare")
+    assert exc_info[0] is RuntimeError and str(exc_info[1]) == "weights file truncated"
+    assert err.value.message.startswith("Something went wrong on the server (RuntimeError: weights file truncated)")
+    caplog.clear()  # expected here: no_unexpected_errors (autouse) fails a test that logs an error
 
 
 # ---- through gradio_client and raw HTTP ------------------------------------------------------------------------

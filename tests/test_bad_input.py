@@ -401,3 +401,22 @@ class TestDataFiles:
     def test_examples_arguments(self, args, message):
         with pytest.raises(ValueError, match=message):
             ArithmeticTask().examples(*args)
+
+
+def test_figures_and_trace_indexing_name_the_bad_argument(embedded):
+    from softviz import viz
+
+    model, tok = embedded
+    trace = generate(model, tok, [PROMPT], "soft", n=2, max_cot_tokens=6, trace=True).trace
+    for fn in (viz.entropy_heatmap, viz.mixture_topk, viz.noise_shift, viz.soft_text_html,
+               viz.trajectory_distance_heatmap):
+        with pytest.raises(ValueError, match=r"expected a softviz Trace, got NoneType"):
+            fn(None)
+    with pytest.raises(ValueError, match=r"rollout 1.5 is out of range: this trace has 2 rollouts \(0..1\)"):
+        viz.mixture_topk(trace, 1.5)
+    with pytest.raises(ValueError, match=r"step 99 is out of range: this trace has 6 steps \(0..5\)"):
+        trace.step(99)
+    with pytest.raises(ValueError, match=r"rollout True is out of range"):
+        trace.rollout(True)
+    assert torch.equal(trace.rollout(-1)["tokens"], trace.rollout(1)["tokens"])  # Python's negative indexing
+    assert torch.equal(trace.step(np.int64(2))["entropy"], trace.entropy[:, 2])

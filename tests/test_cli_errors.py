@@ -200,3 +200,14 @@ def test_no_traceback_reaches_the_terminal(line, word, paths):
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines() == [done.stderr.strip()] and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"softviz {argv[0]}: error: ") and word in done.stderr
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["app", "--port", "x"], "--port"),
+    (["app", "--max-rollouts", "0"], "max_rollouts = 0"),
+    (["app", "--max-rollouts", "many"], "--max-rollouts"),
+])
+def test_app_flags_are_one_line_errors(argv, needle, capsys):
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.startswith("softviz app: error:") and needle in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
