@@ -293,6 +293,12 @@ def cmd_train(args) -> None:
             keys = ["step", "reward", "accuracy", "entropy", "loss", "grad_norm", "val/greedy_accuracy", "step_time"]
             print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in keys if k in m}),
                   flush=True)
+    if main_process and args.output_dir is not None:
+        from softviz.train import BEST, FINAL
+
+        out = Path(args.output_dir)
+        best = f"; best validated: {out / BEST}" if (out / BEST).is_dir() else ""
+        print(f"model after the last step: {out / FINAL}{best} (softviz eval --model {out / FINAL})", flush=True)
 
 
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "svg", "pdf")  # what plotly's write_image can write

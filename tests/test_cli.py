@@ -75,3 +75,14 @@ def test_app_command_hands_its_flags_to_the_app(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--not-a-flag"])
     assert "unrecognized arguments: --not-a-flag" in capsys.readouterr().err
+
+
+def test_a_run_without_validation_or_checkpoints_leaves_a_model_eval_loads(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--mode", "hard", "--steps", "2", "--eval-every", "0", "--save-every", "0",
+                 "--prompts-per-step", "1", "--group-size", "2", "--max-cot-tokens", "8", "--max-answer-tokens", "4",
+                 "--output-dir", str(run), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"model after the last step: {run / 'final'}" in out and not (run / "best").exists()
+    assert main(["eval", "--model", str(run / "final"), "--modes", "hard-greedy", "--problems", "2"]) == 0
+    assert "hard-greedy: 2 problems x 1 samples: pass@1" in capsys.readouterr().out
