@@ -126,6 +126,10 @@ class Mode:
             raise ValueError(f"unknown mode {name!r}; choose one of: {', '.join(PRESETS)}")
         fields = dict(PRESETS[key])
         fields.setdefault("name", key)
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"Mode has no field {', '.join(unknown)}; its fields: "
+                             f"{', '.join(f.name for f in dataclasses.fields(cls))}")
         fields.update(overrides)
         return cls(**fields)
 

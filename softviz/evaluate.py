@@ -66,6 +66,10 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
     ks = sorted({checks.integer("ks[]", k, 1, n, why=f"pass@k needs k <= n = {n} samples per problem") for k in ks})
     if not ks:
         raise ValueError("ks is empty: allowed a sequence of integers k with 1 <= k <= n, e.g. (1,)")
+    if not isinstance(task, Task):
+        raise ValueError(f"task = {task!r} is invalid: allowed a softviz Task (softviz.tasks.get_task(name))")
+    if isinstance(examples, (str, bytes)) or not all(isinstance(e, Example) for e in examples):
+        raise ValueError("examples must be a list of softviz Examples, e.g. task.examples('test', 100)")
     if len(examples) == 0:
         raise ValueError("evaluate() got no examples: pass at least one problem (e.g. task.examples('test', 100))")
     batch_rows = checks.integer("batch_rows", batch_rows, 1)

@@ -18,7 +18,9 @@ def atomic_file(path: str | os.PathLike):
             torch.save(state, tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"cannot write the file {path}: it is a folder; give a file name")
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -27,3 +29,17 @@ def atomic_file(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """Create `path` and its parents, or ValueError naming the path and the file that is in the way."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise ValueError(f"cannot create the folder {path}: {blocker} is a file, so nothing can be created "
+                         "under it; choose another path") from None
+    except PermissionError:
+        raise ValueError(f"cannot create the folder {path}: permission denied; choose a writable path") from None
+    return path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from softviz import checks
 from softviz.config import PRESETS, RLConfig
-from softviz.files import atomic_file
+from softviz.files import atomic_file, make_folder
 
 # The paper's six inference settings (greedy = argmax tokens, or σ = 0 at the mode's τ; sample = τ with noise)
 SETTINGS = ("hard-greedy", "hard", "fuzzy-greedy", "fuzzy", "soft-greedy", "soft")
@@ -112,8 +112,7 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
     from softviz.tasks import get_task
     from softviz.train import train
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)
     spec = {"config": dataclasses.asdict(cfg), "model": model or "embedded"}
     if (out / "config.json").exists():  # more seeds may be added to a finished run; nothing else may change
         old = json.loads((out / "config.json").read_text())

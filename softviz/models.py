@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from softviz.files import make_folder
+
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "embedded"
 EMBEDDED_NAME = "embedded"
 
@@ -91,6 +93,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise ValueError(f"name_or_path = {name_or_path!r} is invalid: allowed None (the embedded model), a model "
+                         "folder or a Hub id such as 'Qwen/Qwen2.5-0.5B-Instruct'")
     device = check_device(device)
     dtype = _resolve_dtype(dtype, device)
     source = EMBEDDED_DIR if name_or_path in (None, EMBEDDED_NAME) else name_or_path
@@ -189,7 +194,9 @@ def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = 
     """save_pretrained the model and tokenizer (plus optional JSON metadata) into a temporary sibling, then
     rename it into place: the folder is whole or absent, never half written."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"cannot save the model to {folder}: it is a file; choose a folder path")
+    make_folder(folder.parent)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; model folders are meant to be shared
     try:

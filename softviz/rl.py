@@ -36,6 +36,15 @@ from softviz.generate import Rollouts, embedding_matrix
 
 # ---- advantages --------------------------------------------------------------------------------------
 
+def _grouped(rewards, group_size: int) -> Tensor:
+    """(B·G,) rewards as (B, G) fp32, or ValueError when they do not split into groups of `group_size`."""
+    r = torch.as_tensor(rewards, dtype=torch.float32).flatten()
+    if r.numel() == 0 or r.numel() % group_size:
+        raise ValueError(f"{r.numel()} rewards do not split into groups of {group_size} (prompt-major, one group "
+                         "per prompt)")
+    return r.view(-1, group_size)
+
+
 def rloo_advantages(rewards: Tensor, group_size: int, valid: Tensor | None = None) -> Tensor:
     """A_bg = r_bg − mean of the other G−1 rewards of the group (Kool et al. 2019; paper App. A).
 
@@ -45,7 +54,7 @@ def rloo_advantages(rewards: Tensor, group_size: int, valid: Tensor | None = Non
     """
     if group_size < 2:
         raise ValueError("RLOO needs group_size >= 2: the baseline is the mean of the *other* samples")
-    r = rewards.float().view(-1, group_size)  # (B, G)
+    r = _grouped(rewards, group_size)  # (B, G)
     if valid is None or bool(valid.all()):
         baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
         return (r - baseline).view(-1)
@@ -63,7 +72,7 @@ def grpo_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps: f
     Returns (B·G,)."""
     if group_size < 2:
         raise ValueError("GRPO needs group_size >= 2 to normalise within a group")
-    r = rewards.float().view(-1, group_size)
+    r = _grouped(rewards, group_size)
     if valid is None or bool(valid.all()):
         a = r - r.mean(1, keepdim=True)
         if scale:

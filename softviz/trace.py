@@ -121,6 +121,8 @@ class Trace:
         """Read a file written by `save`. A file that is not a softviz trace raises ValueError saying so."""
         from safetensors import safe_open
 
+        if not isinstance(path, (str, os.PathLike)):
+            raise ValueError(f"path = {path!r} is invalid: allowed the path of a .safetensors trace file")
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no trace file at {path}")

@@ -26,7 +26,7 @@ import torch
 from softviz import checks, mixing, rl
 from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
-from softviz.files import atomic_file
+from softviz.files import atomic_file, make_folder
 from softviz.generate import embedding_matrix, generate
 from softviz.models import save_model
 from softviz.tasks import get_task
@@ -212,7 +212,14 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
         task: default get_task(cfg.task).
         progress: show a tqdm bar (terminal or notebook).
     """
+    if not isinstance(cfg, RLConfig):
+        raise ValueError(f"cfg = {cfg!r} is invalid: allowed an RLConfig, e.g. RLConfig(mode='soft', steps=60)")
+    if reward_fn is not None and not callable(reward_fn):
+        raise ValueError(f"reward_fn = {reward_fn!r} is invalid: allowed a function "
+                         "reward_fn(prompts=..., completions=..., answer=..., **kwargs) -> list of floats")
     task = task or get_task(cfg.task)
+    if not isinstance(task, Task):
+        raise ValueError(f"task = {task!r} is invalid: allowed a softviz Task (softviz.tasks.get_task(name))")
     if not task.answer_cue:
         raise ValueError(f"task {task.name!r} has no answer cue: the CoT could never end before its length limit")
     reward_fn = reward_fn or task.reward
@@ -225,7 +232,7 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
         model.to(par.acc.device)
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
     sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.is_mixture else 0.0
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)

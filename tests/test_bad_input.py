@@ -420,3 +420,39 @@ def test_figures_and_trace_indexing_name_the_bad_argument(embedded):
         trace.rollout(True)
     assert torch.equal(trace.rollout(-1)["tokens"], trace.rollout(1)["tokens"])  # Python's negative indexing
     assert torch.equal(trace.step(np.int64(2))["entropy"], trace.entropy[:, 2])
+
+
+def test_wrong_argument_types_and_paths_are_value_errors(embedded, tmp_path):
+    from softviz import rl
+    from softviz.models import save_model
+    from softviz.tasks import extract_boxed
+
+    model, tok = embedded
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    trace = generate(model, tok, [PROMPT], "soft", n=2, max_cot_tokens=3, trace=True).trace
+    task = ArithmeticTask()
+    cases = [
+        (lambda: load_model(3), r"name_or_path = 3 is invalid"),
+        (lambda: Mode.preset("soft", bogus=1), r"Mode has no field bogus"),
+        (lambda: next(train(model, tok, "soft")), r"cfg = 'soft' is invalid: allowed an RLConfig"),
+        (lambda: next(train(model, tok, RLConfig(steps=1), reward_fn=3)), r"reward_fn = 3 is invalid"),
+        (lambda: next(train(model, tok, RLConfig(steps=1), output_dir=blocker / "run", progress=False)),
+         r"cannot create the folder .*afile/run: .*afile is a file"),
+        (lambda: evaluate(model, tok, None, task.examples("test", 1), "hard"), r"task = None is invalid"),
+        (lambda: evaluate(model, tok, task, "abc", "hard"), r"examples must be a list of softviz Examples"),
+        (lambda: trace.save(blocker / "x.safetensors"), r"cannot create the folder .*afile: .*afile is a file"),
+        (lambda: trace.save(tmp_path), r"cannot write the file .*: it is a folder"),
+        (lambda: Trace.load(None), r"path = None is invalid"),
+        (lambda: save_model(model, tok, blocker), r"cannot save the model to .*afile: it is a file"),
+        (lambda: save_model(model, tok, blocker / "m"), r"cannot create the folder .*afile: .*is a file"),
+        (lambda: rl.rloo_advantages(torch.ones(5), 2), r"5 rewards do not split into groups of 2"),
+        (lambda: extract_boxed(7), r"extract_boxed needs text, got int 7"),
+        (lambda: task.prompt(None), r"a prompt needs a question"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert not list(blocker.parent.glob(".*tmp*"))  # no half-written temporary left behind
+    assert rl.rloo_advantages([1.0, 3.0], 2).tolist() == [-2.0, 2.0]  # a list of rewards is fine
+    assert extract_boxed(None) is None

@@ -45,6 +45,10 @@ def extract_boxed(text: str) -> str | None:
     >>> extract_boxed("so \\\\boxed{\\\\frac{1}{2}} done")
     '\\\\frac{1}{2}'
     """
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise ValueError(f"extract_boxed needs text, got {type(text).__name__} {text!r}")
     found = None
     start = text.find(BOX_OPEN)
     while start != -1:
@@ -110,6 +114,8 @@ class Task:
 
     def prompt(self, example_or_question: Example | str) -> str:
         q = example_or_question.question if isinstance(example_or_question, Example) else example_or_question
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"a prompt needs a question (text or an Example), got {example_or_question!r}")
         return self.prompt_template.format(question=q)
 
     def examples(self, split: str, n: int, *, seed: int = 0) -> list[Example]:  # pragma: no cover - abstract
