@@ -21,7 +21,10 @@ def atomic_file(path: str | os.PathLike):
     if path.is_dir():
         raise ValueError(f"cannot write the file {path}: it is a folder; give a file name")
     make_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # read-only or special file systems
+        raise ValueError(f"cannot write the file {path}: {err.strerror or err}") from None
     os.close(fd)
     try:
         yield tmp
