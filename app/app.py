@@ -1,6 +1,6 @@
 """The softviz Gradio app: compare CoT decoding modes side by side, fine-tune live, explore saved Traces.
 
-A thin UI over the library (STYLE §14). Handlers are module-level functions: widget values, the host's
+A thin UI over the library. Handlers are module-level functions: widget values, the host's
 `Settings` and the visitor's `Session` in; widget values out. `build_demo()` wires them into gr.Blocks;
 `main()` reads flags and SOFTVIZ_* environment variables and launches. Run `python app/app.py -h`.
 """

@@ -12,7 +12,7 @@ measure greedy validation accuracy, against a random direction of the same size.
 raises accuracy at small steps; a noisy one costs more than a random one, because its noise lies where the
 model is sensitive.
 
-This is the measurement behind the README's "Why soft and fuzzy RL do not learn here".
+This is the measurement behind docs/rl.md, "Why soft and fuzzy RL do not learn here".
 """
 
 from __future__ import annotations

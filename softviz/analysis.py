@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from softviz.evaluate import pass_at_k
+from softviz.stats import band_stats, pass_at_k
 from softviz.trace import Trace
 
 NO_ANSWER = "(no answer)"  # the answer key of rollouts without an extractable \boxed{} answer
@@ -42,30 +42,6 @@ def entropy_matrix(trace: Trace, field: str = "entropy") -> np.ndarray:
         raise ValueError(f"field must be one of {ENTROPY_FIELDS}, got {field!r}")
     H = _np(getattr(trace, field)).astype(np.float64)  # (B, T)
     return np.where(valid_mask(trace), H, np.nan)
-
-
-def band_stats(values: np.ndarray, band: str = "ci95") -> dict[str, np.ndarray]:
-    """Per column of a (N, T) array with NaN holes: mean, lo, hi and count of the non-NaN values.
-
-    band: "ci95" (mean ± 1.96 standard errors), "std" (mean ± one standard deviation) or "iqr" (25th-75th
-    percentile). Columns with no value give NaN; a single value gives lo = hi = mean.
-    """
-    if band not in ("ci95", "std", "iqr"):
-        raise ValueError(f"band must be 'ci95', 'std' or 'iqr', got {band!r}")
-    count = np.sum(~np.isnan(values), axis=0)  # (T,)
-    safe = np.where(count > 0, count, 1)
-    filled = np.nan_to_num(values)
-    mean = np.where(count > 0, filled.sum(0) / safe, np.nan)
-    var = np.where(count > 1, np.nansum((values - mean) ** 2, axis=0) / np.maximum(count - 1, 1), 0.0)
-    sd = np.sqrt(var)
-    if band == "iqr":
-        with warnings.catch_warnings():  # all-NaN columns (no rollout reached the step) warn
-            warnings.simplefilter("ignore", RuntimeWarning)
-            lo, hi = np.nanpercentile(values, 25, axis=0), np.nanpercentile(values, 75, axis=0)
-    else:
-        half = 1.96 * sd / np.sqrt(safe) if band == "ci95" else sd
-        lo, hi = mean - half, mean + half
-    return {"mean": mean, "lo": lo, "hi": hi, "count": count}
 
 
 def entropy_profile(trace: Trace, field: str = "entropy", band: str = "ci95") -> dict[str, np.ndarray]:
@@ -212,7 +188,7 @@ def correct_counts(trace: Trace, gold: str | Sequence[str] | None = None) -> tup
 
 
 def pass_at_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int] | None = None) -> dict[int, float]:
-    """k -> mean over problems of the unbiased pass@k (softviz.evaluate.pass_at_k), for the ks <= n.
+    """k -> mean over problems of the unbiased pass@k (softviz.stats.pass_at_k), for the ks <= n.
 
     Args:
         correct_counts: correct samples per problem, each out of n.
@@ -285,7 +261,7 @@ def _pca_2d(X: np.ndarray) -> tuple[np.ndarray, list[float]]:
 def _umap_2d(X: np.ndarray, seed: int) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # umap warns about TensorFlow (ParametricUMAP) and random_state/n_jobs
-        import umap  # lazy: ~3-15 s to import (numba), see reference/ecosystem.md §6
+        import umap  # lazy: importing it (numba) takes ~3-15 s
 
         if X.shape[1] > 50:  # PCA to 50 dims first: same neighbourhoods, a faster kNN graph
             Xc = X - X.mean(0, keepdims=True)

@@ -195,7 +195,7 @@ def cmd_compare(args) -> None:
 
 
 def cmd_eval(args) -> None:
-    """pass@k of modes on a task split (the embedded model's README numbers come from here)."""
+    """pass@k of modes on a task split (the embedded model's numbers in docs/results.md come from here)."""
     import json
 
     from softviz.evaluate import evaluate, solution_nll
@@ -451,7 +451,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="base model folder or Hub id (default: the embedded model)")
     p.add_argument("--device", default=None)
     p.add_argument("--task", default=None, help="(default: arithmetic)")
-    p.add_argument("--seeds", type=_int_list(0), default=None, help="(default: 0,1; the README's table used 0,1,2)")
+    p.add_argument("--seeds", type=_int_list(0), default=None, help="(default: 0,1; docs/results.md used 0,1,2)")
     p.add_argument("--steps", type=_positive_int, default=None, help="RL steps per trained model (default: 200)")
     p.add_argument("--problems", type=_positive_int, default=None, help="test problems per cell (default: 100)")
     p.add_argument("--samples", type=_positive_int, default=None,

@@ -1,7 +1,7 @@
 """Frozen configuration dataclasses: Mode (how CoT inputs are formed) and TraceConfig (what is recorded).
 
 Field names follow the paper (Butt et al. 2025, §3-4): CoT temperature τ (`cot_temperature`) and the
-noise scale γ (`noise_scale`, σ = γ·RMS(E)). Related methods follow their own papers (reference/paper.md §5).
+noise scale γ (`noise_scale`, σ = γ·RMS(E)). Related methods follow their own papers (named in docs/method.md).
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ class Mode:
         """A named preset: the paper's six inference settings and the related methods.
 
         hard, hard-greedy, soft, soft-greedy, fuzzy, fuzzy-greedy (paper §4); soft-thinking,
-        soft-thinking-cold-stop, mixture-of-inputs, gumbel, dirichlet (paper.md §5).
+        soft-thinking-cold-stop, mixture-of-inputs, gumbel, dirichlet, soft-grpo (their own papers, see
+        docs/method.md).
         """
         if isinstance(name, Mode):
             return name.replace(**overrides) if overrides else name
@@ -134,7 +135,7 @@ class Mode:
         return cls(**fields)
 
 
-# The paper's six inference settings (§4) and the related methods (reference/paper.md §5).
+# The paper's six inference settings (§4) and the related methods (docs/method.md names their papers).
 PRESETS: dict[str, dict] = {
     "hard": dict(kind="hard", cot_temperature=1.0, noise_scale=0.0),
     "hard-greedy": dict(kind="hard", cot_temperature=0.0, noise_scale=0.0),
@@ -155,7 +156,7 @@ PRESETS: dict[str, dict] = {
                    gumbel_temperature=0.5),
     "dirichlet": dict(kind="dirichlet", cot_temperature=0.6, noise_scale=0.0, top_k=10, top_p=0.95,
                       dirichlet_alpha=1.0),
-    # SofT-GRPO's rollout (Zheng et al. 2025, paper.md §5.5): Gumbel noise on the top-5 log-probs, τ_g = 0.1.
+    # SofT-GRPO's rollout (Zheng et al. 2025, arXiv 2511.06411): Gumbel noise on the top-5 log-probs, τ_g = 0.1.
     # Trainable: its action g' = log p + g has the Gumbel density (softviz.rl).
     "soft-grpo": dict(kind="gumbel", cot_temperature=1.0, noise_scale=0.0, top_k=5, top_p=0.95,
                       gumbel_temperature=0.1),
@@ -207,8 +208,8 @@ class RLConfig:
     group_size: int = 8  # ...x G = 32 samples; smaller here so a CPU step takes seconds
     learning_rate: float = 5e-5  # the paper's 3e-6..8e-6 suit 3B-8B models; the 3M-parameter embedded one needs more
     warmup_steps: int = 5  # the paper warms up 20 of 4000 steps
-    weight_decay: float = 0.0  # [UNC] not stated in the paper
-    max_grad_norm: float = 1.0  # [UNC] not stated; the sibling paper clips at 1.0
+    weight_decay: float = 0.0  # not stated in the paper
+    max_grad_norm: float = 1.0  # not stated; the authors' next paper (arXiv 2602.03979) clips at 1.0
     max_cot_tokens: int = 64  # the paper trains with 128 (GSM8K) and 512 (MATH)
     max_answer_tokens: int = 16  # the paper uses 32
     answer_temperature: float = 1.0  # answers are sampled in training (paper §3)

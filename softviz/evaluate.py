@@ -1,9 +1,9 @@
-"""Evaluation: pass@k with the unbiased estimator, and accuracy of a model under a decoding mode on a task split."""
+"""Evaluation: accuracy and pass@k (unbiased estimator, softviz.stats) of a model under a decoding mode on a
+task split, and the NLL of worked solutions."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from typing import Sequence
 
@@ -12,22 +12,8 @@ import torch
 from softviz import checks
 from softviz.config import Mode
 from softviz.generate import generate
+from softviz.stats import pass_at_k  # the estimator lives below the engine; importable from here too
 from softviz.tasks.base import Example, Task
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 − C(n−c, k) / C(n, k).
-
-    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), pass_at_k(4, 0, 2)
-    (0.25, 1.0, 0.0)
-    """
-    n, c, k = (checks.integer(name, v) for name, v in (("pass_at_k n", n), ("pass_at_k c", c), ("pass_at_k k", k)))
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    # product form avoids huge binomials: C(n-c, k)/C(n, k) = prod_{i=n-c+1}^{n} (1 - k/i)
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 @dataclasses.dataclass

@@ -76,7 +76,7 @@ class Rollouts:
 
 
 def rollout_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """A stable 63-bit seed for one rollout, derived from (seed, prompt, sample) (STYLE §10)."""
+    """A stable 63-bit seed for one rollout, derived from (seed, prompt, sample), so any rollout replays alone."""
     digest = hashlib.sha256(f"softviz:{seed}:{prompt_index}:{sample_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 

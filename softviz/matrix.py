@@ -6,8 +6,9 @@
     fuzzy-trained┘
 
 Every trained model gets the same budget (steps, prompts, group size, lengths); its final weights are
-evaluated (MatrixConfig.checkpoint = "best" takes the paper's best greedy-validation checkpoint instead). Each piece of work (a training run, one model × setting cell) is
-written to its own file when it finishes, so an interrupted run resumes where it stopped.
+evaluated (MatrixConfig.checkpoint = "best" takes the paper's best greedy-validation checkpoint instead).
+Each piece of work (a training run, one model × setting cell) is written to its own file when it finishes,
+so an interrupted run resumes where it stopped. The figures of the summary are in softviz.viz.matrix.
 """
 
 from __future__ import annotations
@@ -168,13 +169,13 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
 
 def write_figures(out_dir: str | os.PathLike, summary: dict) -> list[Path]:
     """figures/pass_at_k.html and figures/entropy_profiles.html (plus .png where kaleido can render)."""
-    from softviz import viz
+    from softviz.viz.matrix import matrix_entropy_profiles, matrix_pass_at_k
 
     out = Path(out_dir) / "figures"
     ks = [k for k in (1, max(summary["config"]["ks"])) if k in summary["config"]["ks"]] or [1]
-    figs = {"pass_at_k": viz.matrix_pass_at_k(summary, ks=sorted(set(ks)))}
+    figs = {"pass_at_k": matrix_pass_at_k(summary, ks=sorted(set(ks)))}
     if summary["entropy_profiles"]:
-        figs["entropy_profiles"] = viz.matrix_entropy_profiles(summary)
+        figs["entropy_profiles"] = matrix_entropy_profiles(summary)
     written = []
     for name, fig in figs.items():
         with atomic_file(out / f"{name}.html") as tmp:
@@ -211,7 +212,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(out_dir: str | os.PathLike, cfg: MatrixConfig) -> dict:
-    """Collect the cell files into {train: {setting: {metric: [mean, std, n_seeds]}}} plus NLL and profiles."""
+    """Collect the cell files into {train: {setting: {metric: [mean, std, n_seeds]}}} plus NLL and profiles.
+
+    This dict is the summary format: matrix.json, markdown_table and softviz.viz.matrix's figures read it.
+    """
     out = Path(out_dir)
     groups = {"base": ["base"]} | {m: [f"{m}-seed{s}" for s in cfg.seeds] for m in cfg.train_modes}
     table, nll, profiles, cot_lengths = {}, {}, {}, {}

@@ -40,7 +40,7 @@ def cot_probs(logits: Tensor, temperature: float) -> Tensor:
 
 def filter_probs(probs: Tensor, top_k: int | None = None, top_p: float | None = None,
                  min_p: float | None = None) -> Tensor:
-    """Soft Thinking's filters (paper.md §5.1 steps 3-4): top-k, then top-p, then min-p, renormalised.
+    """Soft Thinking's filters (Zhang et al. 2025), in its code's order: top-k, then top-p, then min-p, renormalised.
 
     Args: probs (B, V). Returns: (B, V) with the dropped entries set to 0, rows summing to 1.
     """
@@ -102,7 +102,8 @@ def gaussian_noise(shape_d: int, sigma: float, gens: Generators, device) -> Tens
 # ---- embeddings ------------------------------------------------------------------------------------
 
 def embedding_rms(E: Tensor) -> float:
-    """Per-coordinate RMS of the whole input-embedding matrix: sqrt(mean_ij E_ij²) (paper.md §1.3, reading a).
+    """Per-coordinate RMS of the whole input-embedding matrix: sqrt(mean_ij E_ij²) (the paper's RMS, read per
+    coordinate over all V rows; docs/method.md says why).
 
     Cached on the tensor until it is modified in place (a 150k x 896 matrix takes ~0.4 s on a CPU).
     """
@@ -210,7 +211,7 @@ def gumbel_logits(probs: Tensor, gens: Generators) -> Tensor:
 def gumbel_log_prob(noisy: Tensor, log_probs: Tensor) -> Tensor:
     """log density of perturbed log-probs g' around log p: Σ_i −ε_i − exp(−ε_i), ε_i = g'_i − log p_i.
 
-    The Gumbel(0, 1) density per coordinate (SofT-GRPO's policy log-prob, paper.md §5.5). Coordinates where
+    The Gumbel(0, 1) density per coordinate (SofT-GRPO's policy log-prob, Zheng et al. 2025). Coordinates where
     g' is −inf (outside the support) carry no term. Its gradient in log p_i is 1 − exp(−ε_i): zero mean, unit
     variance, like a hard token's score. (..., k) -> (...), fp32.
     """

@@ -6,18 +6,19 @@ with log π(h̃_t | ·) = −‖h̃_t − p_{t−1}E‖²/(2σ²) for a soft or 
 action, p_{t−1}E is recomputed by the current model), the categorical log-prob for a hard CoT token, and
 the categorical log-prob of each sampled answer token. Prefilled tokens carry no term.
 
-Where softviz departs from the paper, or fills a gap it leaves (reference/paper.md §6):
+Where softviz departs from the paper, or fills a gap it leaves:
  1. GRPO advantages (group mean and std) are offered besides RLOO; RLOO is the default.
  2. Optional PPO-style per-token ratio clipping (`epsilon`) and a KL penalty to a frozen reference (`beta`,
     k3 estimator); the paper uses neither (both off by default). With one update per batch the clipped
     objective equals the plain one.
- 3. Gradient-norm clipping at 1.0 by default (the paper does not say; its sibling paper uses 1.0).
+ 3. Gradient-norm clipping at 1.0 by default (the paper does not say; the authors' next paper, arXiv 2602.03979,
+    uses 1.0).
  4. Answers are sampled at temperature 1.0 in training (the paper says "sampled in a standard way").
  5. σ is computed once from the base model's embedding matrix and kept fixed while E trains.
  6. Rollouts use the engine's per-row generators; the paper's batch is 2 prompts x 32 samples, ours is set
     by `RLConfig` (small defaults for CPU).
  7. Besides the paper's Gaussian policy, a gumbel mode with top_k (preset "soft-grpo", SofT-GRPO's rollout,
-    reference/paper.md §5.5) trains with the Gumbel density of its perturbed top-k log-probs g' = log p + g.
+    Zheng et al. 2025) trains with the Gumbel density of its perturbed top-k log-probs g' = log p + g.
     Its noise lives in the mixture weights, not in the embedding space: on the embedded model the paper's
     soft and fuzzy gradients carry no measurable signal (benchmarks/rl_signal.py), this one does.
 """
@@ -158,7 +159,7 @@ def build_inputs(model, r: Rollouts):
 
 def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: float | None = None,
                       chunk: int = 1024, mixture_embedding_grad: bool = True) -> SequenceLogProbs:
-    """Recompute every action's log-prob in one teacher-forced pass (paper.md §2.1, "practical loss").
+    """Recompute every action's log-prob in one teacher-forced pass (paper eq. 7-10; docs/method.md).
 
     Args:
         model: the policy (its current weights); r: rollouts it (or an earlier version) produced.

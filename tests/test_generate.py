@@ -1,4 +1,4 @@
-"""The engine's contracts (DESIGN.md "What must hold") on the embedded model and tiny random models."""
+"""The engine's contracts (what must hold for every mode and model) on the embedded model and tiny random models."""
 
 import copy
 

@@ -99,7 +99,7 @@ def test_03_rl_fine_tune(tmp_path):
     assert r["records"] == {"hard": 3, "soft": 3, "fuzzy": 3}  # 2 steps + the step-0 validation record
     assert r["traces_saved"] == {m: ["step00001.safetensors", "step00002.safetensors"] for m in ("hard", "soft", "fuzzy")}
     assert r["trace_rollouts"] == {"hard": 4, "soft": 4, "fuzzy": 4}  # 2 prompts x 2 samples
-    hard = r["committed"]["hard, lr 1e-4, 850 steps"]  # results/rl_short/hard_850steps.jsonl, as the README says
+    hard = r["committed"]["hard, lr 1e-4, 850 steps"]  # results/rl_short/hard_850steps.jsonl, as docs/rl.md says
     assert hard["first"] == pytest.approx(0.535, abs=1e-3) and hard["last"] == pytest.approx(0.668, abs=1e-3)
     assert hard["last_step"] == 850
 

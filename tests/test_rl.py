@@ -72,7 +72,7 @@ def test_kl_penalty_is_zero_against_itself():
 
 @pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy", "soft-grpo"])
 def test_recomputed_logprobs_equal_rollout_logprobs(embedded, preset):
-    """DESIGN.md: with the same weights, training's log-probs equal the rollout's, CoT and answer alike."""
+    """With the same weights, training's log-probs equal the rollout's, CoT and answer alike."""
     model, tok = embedded
     mode = Mode.preset(preset, answer_temperature=1.0)
     r = generate(model, tok, PROMPTS, mode, n=2, max_cot_tokens=48, max_answer_tokens=8, seed=1)

@@ -10,6 +10,7 @@ from softviz import TraceConfig, analysis, generate, viz
 from softviz.evaluate import pass_at_k as pass_at_k_estimate
 from softviz.tasks import ArithmeticTask
 from softviz.viz import training_curves
+from softviz.viz.style import _tok
 
 TASK = ArithmeticTask()
 EXAMPLES = TASK.examples("test", 8)
@@ -72,7 +73,7 @@ def test_entropy_heatmap_holds_the_trace_entropy(traces):
     assert np.array_equal(np.isnan(z), np.isnan(H)) and np.allclose(z[~np.isnan(z)], H[~np.isnan(H)])
     b, s = 1, 5  # hover: the shadow token and the top-k tokens with their weights
     text = fig.data[0].text[b][s]
-    assert viz._tok(t.decode([t.tokens[b, s]])[0]) in text and f"{t.topk_weights[b, s, 0].item():.3f}" in text
+    assert _tok(t.decode([t.tokens[b, s]])[0]) in text and f"{t.topk_weights[b, s, 0].item():.3f}" in text
     assert "%{z:.3f}" in fig.data[0].hovertemplate and f"step {s}<br>" in text
     short = int(t.lengths.argmin())
     assert fig.data[0].text[short][t.num_steps - 1] == ""  # no hover where the CoT had ended
@@ -111,7 +112,7 @@ def test_mixture_topk_bars_are_the_weights(traces):
     assert (W.sum(1) <= 1 + 1e-5).all()  # the top-k weights sum to at most 1...
     rest = [d for d in bars if d.name == "rest of vocabulary"][0]
     assert np.allclose(W.sum(1) + np.asarray(rest.y), 1, atol=1e-5)  # ...and the rest tops them up to 1
-    assert ranks[0].customdata[0][0] == viz._tok(t.decode([t.topk_ids[b, 0, 0]])[0])
+    assert ranks[0].customdata[0][0] == _tok(t.decode([t.topk_ids[b, 0, 0]])[0])
     assert "rollout 2" in fig.layout.title.text
     hard = viz.mixture_topk(traces["hard"], k=3)
     assert len([d for d in hard.data if (d.name or "").startswith("rank")]) == 3

@@ -21,7 +21,7 @@ REWARD_CORRECT = 100.0  # paper eq. 11
 REWARD_BOXED = 10.0  # wrong, but a \boxed{} answer could be extracted
 REWARD_NONE = 0.0
 
-# TRL's reward signature (ecosystem.md §1.2): keyword args `prompts`, `completions` and every dataset
+# TRL's reward-function signature (GRPOTrainer's reward_funcs): keyword args `prompts`, `completions` and every dataset
 # column, returning one float (or None) per completion. softviz calls every reward function this way.
 RewardFn = Callable[..., list]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from softviz import checks
 from softviz.tasks.base import ANSWER_CUE, Example, Task, normalize_number, normalize_text
 
-# The paper's zero-shot prompt (App. B), identical for Llama and Qwen. reference/paper.md §1.6 gives its
-# content, not its exact words, so this wording is ours [INF]. No chat template: the model continues after
+# The paper's zero-shot prompt (App. B), identical for Llama and Qwen. We wrote it from a description of its
+# content, not from its exact words, so this wording is ours. No chat template: the model continues after
 # "Assistant:" and its CoT ends with the answer cue. Braces are doubled for str.format.
 PROMPT = ("A conversation between User and Assistant. The User asks a math question, and the Assistant "
           "reasons about it step by step in detail, then gives the final answer in \\boxed{{}}. The required "
