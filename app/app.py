@@ -411,7 +411,7 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
                      max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed, trace=TraceConfig(keep_inputs=True),
                      answer_cue=task.answer_cue)
         trace = r.trace
-        trace.meta["gold"] = gold
+        trace.meta["golds"] = [gold] * trace.num_rollouts if gold else None
         if gold:
             trace.meta["correct"] = [task.is_correct(a, gold) for a in r.answers]
         if use_finetuned:
@@ -733,7 +733,7 @@ def step_table(trace: Trace, rollout: int, step: int) -> list[list]:
 def explore_summary(trace: Trace) -> str:
     meta = trace.meta
     prompts = meta.get("prompts") or ["?"]
-    gold = meta.get("gold") or (meta.get("golds") or [None])[0]
+    gold = (meta.get("golds") or [None])[0]
     acc = _accuracy(trace)
     return (f"**{meta.get('mode_label', '?')}** on model {html.escape(str(meta.get('model')))} · seed "
             f"{meta.get('seed')} · {trace.num_rollouts} rollouts × up to {trace.num_steps} CoT steps"

@@ -117,7 +117,7 @@ def rollout_correct(trace: Trace, gold: str | Sequence[str] | None = None) -> li
     """Per rollout: is its answer correct? None when nothing says what the gold answer is.
 
     Uses, in order: `gold` (one string for every rollout, one per prompt, or one per rollout);
-    trace.meta["correct"]; trace.meta["golds"] (one per rollout, as train() records it) or ["gold"].
+    trace.meta["correct"]; trace.meta["golds"] (one per rollout, see TraceMeta).
     Answers and golds are compared as numbers when they are integers ('1,200' equals '1200').
     """
     from softviz.tasks.base import normalize_number
@@ -126,7 +126,7 @@ def rollout_correct(trace: Trace, gold: str | Sequence[str] | None = None) -> li
     if gold is None:
         if "correct" in trace.meta:
             return [None if c is None else bool(c) for c in trace.meta["correct"]]
-        gold = trace.meta.get("golds", trace.meta.get("gold"))
+        gold = trace.meta.get("golds")
         if gold is None:
             return [None] * B
     if isinstance(gold, str):

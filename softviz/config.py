@@ -19,7 +19,6 @@ KINDS = {
     "gumbel": "feed softmax((log p + g)/τ_g) over the top-k, g ~ Gumbel(0, 1) (Wu et al. 2025)",
     "dirichlet": "feed weights drawn from Dir(α·p) over the top-k (Wu et al. 2025)",
 }
-MIXTURE_KINDS = tuple(k for k in KINDS if k != "hard")
 
 
 def _set(obj, field: str, value) -> None:

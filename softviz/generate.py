@@ -67,10 +67,6 @@ class Rollouts:
     cot_gumbel: Tensor | None = None  # (B, T, k) fp32, −inf outside the support
     cot_gumbel_ids: Tensor | None = None  # (B, T, k) long: the vocabulary ids of those k entries
 
-    @property
-    def n(self) -> int:
-        return len(self.prompt_index) // max(1, len(self.prompts))
-
     def __len__(self) -> int:
         return len(self.prompt_index)
 

@@ -102,10 +102,6 @@ class SequenceLogProbs:
     answer_mask: Tensor  # (B, A) bool
     cot_entropy: Tensor  # (B, T) entropy of softmax(logits) at CoT positions (no grad), nats
 
-    def per_sequence(self) -> Tensor:
-        """Σ over CoT and answer actions, no length normalisation (paper App. A). (B,)"""
-        return (self.cot * self.cot_mask).sum(1) + (self.answer * self.answer_mask).sum(1)
-
 
 def check_trainable(mode: Mode) -> None:
     """Only policies with a density can be trained by policy gradient."""

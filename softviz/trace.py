@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import torch
 from torch import Tensor
@@ -32,6 +33,31 @@ STEP_FIELDS = {
 }
 
 
+class TraceMeta(TypedDict, total=False):
+    """What a Trace knows besides its tensors: a JSON object saved in the file's header. Lists are per
+    rollout (B entries, prompt-major) unless said otherwise. generate() writes the first group; the
+    others are added by whoever knows them (the app, train(), a notebook)."""
+
+    mode: dict  # dataclasses.asdict(Mode) of the rollouts
+    mode_label: str
+    seed: int
+    sigma: float  # the noise standard deviation σ = γ·RMS(E) actually used
+    model: str  # the model's name or path
+    prompts: list[str]  # one per prompt (not per rollout)
+    prompt_index: list[int]
+    sample_index: list[int]
+    cot_texts: list[str]
+    answer_texts: list[str]
+    answers: list[str | None]  # the extracted \boxed{} answers
+    cot_end: list[str]  # "cue", "max_tokens" or "cold_stop"
+    nearest_metric: str  # "cosine" or "l2"
+    # added when known
+    golds: list[str | None]  # the gold answer of each rollout's problem (the one name for gold answers)
+    correct: list[bool | None]  # each rollout's answer checked by the task
+    train_step: int  # train(): the step whose rollouts these are
+    rewards: list[float]  # train(): each rollout's reward (NaN where the reward function returned None)
+
+
 @dataclasses.dataclass
 class Trace:
     """Recorded CoT steps of B rollouts. Index with `trace["entropy"]` -> (B, T); `trace.step(t)`; `trace.rollout(b)`.
@@ -48,7 +74,7 @@ class Trace:
     nearest_ids: Tensor  # (B, T, kn) long
     nearest_scores: Tensor  # (B, T, kn) fp32
     lengths: Tensor  # (B,) long: CoT steps of each rollout
-    meta: dict  # mode, seed, sigma, model, prompts, prompt_index, sample_index, texts, answers, gold, ...
+    meta: TraceMeta  # mode, seed, σ, model, prompts, texts, answers, golds, ... (see TraceMeta)
     token_strings: dict[int, str]  # id -> text for every id in this trace
     inputs: Tensor | None = None  # (B, T, d) fp32, the fed inputs (opt-in)
     layers: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # name -> (B, T, d) (opt-in)
@@ -144,6 +170,9 @@ class Trace:
         if missing:
             raise ValueError(f"{path} lacks trace fields {missing}; the file is damaged")
         meta, token_strings = _header_json(path, header, "meta"), _header_json(path, header, "token_strings")
+        if "gold" in meta and "golds" not in meta:  # traces saved before "golds" was the one name
+            gold = meta.pop("gold")
+            meta["golds"] = None if not gold else [gold] * len(tensors["lengths"])
         try:
             token_strings = {int(k): v for k, v in token_strings.items()}
         except ValueError:

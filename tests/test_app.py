@@ -145,7 +145,7 @@ def test_compare_fills_one_column_per_mode(app, settings, compared):
     assert explore_pick.choices == [("hard", "hard"), ("soft", "soft"), ("fuzzy", "fuzzy")]
     assert rollout_slider.maximum == 7 and state is session
     trace = session.compare["traces"]["soft"]
-    assert trace.inputs is not None and trace.meta["gold"] and len(trace.meta["correct"]) == 8
+    assert trace.inputs is not None and session.compare["gold"] and trace.meta["golds"] == [session.compare["gold"]] * 8 and len(trace.meta["correct"]) == 8
 
 
 def test_compare_replays_with_the_same_seed(app, settings, problem, compared):

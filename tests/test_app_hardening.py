@@ -134,7 +134,7 @@ def test_non_ascii_problem_and_gold_come_back_with_results(app, settings, sessio
         assert header.startswith(f"### {label}") and "0/2 correct" in header
         assert shadow[0][0].startswith("#0 → ")
         trace = Trace.load(download.value["path"] if isinstance(download.value, dict) else download.value)
-        assert NON_ASCII in trace.meta["prompts"][0] and trace.meta["gold"] == "七"
+        assert NON_ASCII in trace.meta["prompts"][0] and trace.meta["golds"] == ["七"] * trace.num_rollouts
     explored = app.on_pick("soft", session)  # and Explore shows it
     assert NON_ASCII in explored[0]
 

@@ -105,3 +105,20 @@ def test_hook_can_replace_an_output(embedded):
             ablated = model(input_ids=ids).logits
     assert not torch.allclose(base, ablated)
     assert rec.outputs["model.layers.1.mlp"][0].abs().sum() == 0
+
+
+def test_gold_answers_have_one_name_and_old_files_load(soft_run, tmp_path):
+    import dataclasses
+
+    from softviz import analysis
+    from softviz.tasks import normalize_number
+
+    t = soft_run.trace
+    B = t.num_rollouts
+    new = dataclasses.replace(t, meta={**t.meta, "golds": ["8"] * B})
+    old = dataclasses.replace(t, meta={**t.meta, "gold": "8"})  # how the app saved traces before "golds"
+    new_back = Trace.load(new.save(tmp_path / "new.safetensors"))
+    old_back = Trace.load(old.save(tmp_path / "old.safetensors"))
+    assert old_back.meta["golds"] == new_back.meta["golds"] == ["8"] * B and "gold" not in old_back.meta
+    expected = [a is not None and normalize_number(a) == "8" for a in t.meta["answers"]]
+    assert analysis.rollout_correct(old_back) == analysis.rollout_correct(new_back) == expected
