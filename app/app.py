@@ -29,7 +29,9 @@ from pathlib import Path
 import gradio as gr
 
 from softviz import Mode, Trace, TraceConfig, analysis, checks, generate, load_model, viz
+from softviz.compare import compare_modes
 from softviz.config import ALGORITHMS, PRESETS, RLConfig
+from softviz.stats import mean_over_steps
 from softviz.tasks import get_task
 
 log = logging.getLogger("softviz.app")
@@ -400,24 +402,23 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
     else:
         model, tok = get_model(model_name, settings)
     task = get_task(TASK)
-    prompt = question if "Assistant:" in question else task.prompt(question)
-    traces, files = {}, {}
     folder = session.files()
     stamp = time.strftime("%H%M%S")
-    for i, mode in enumerate(modes):
+
+    def step(i, total, label):
         if progress is not None:
-            progress((i, len(modes)), desc=f"rolling out {mode.label}", unit="modes")
-        r = generate(model, tok, [prompt], mode, n=n, max_cot_tokens=max_cot_tokens,
-                     max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed, trace=TraceConfig(keep_inputs=True),
-                     answer_cue=task.answer_cue)
-        trace = r.trace
-        trace.meta["golds"] = [gold] * trace.num_rollouts if gold else None
-        if gold:
-            trace.meta["correct"] = [task.is_correct(a, gold) for a in r.answers]
+            progress((i, total), desc=f"rolling out {label}", unit="modes")
+
+    result = compare_modes(model, tok, task, question, modes, n=n, gold=gold, max_cot_tokens=max_cot_tokens,
+                           max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed, trace=TraceConfig(keep_inputs=True),
+                           progress=step)
+    prompt, traces, files = result.prompt, {}, {}
+    for summary in result.summaries:
+        trace = summary.rollouts.trace
         if use_finetuned:
             trace.meta["model"] = f"fine-tuned from {session.finetuned['base']}"
-        traces[mode.label] = trace
-        files[mode.label] = str(trace.save(folder / f"trace-{mode.label}-{stamp}.safetensors"))
+        traces[summary.label] = trace
+        files[summary.label] = str(trace.save(folder / f"trace-{summary.label}-{stamp}.safetensors"))
     session.compare = {"prompt": prompt, "gold": gold, "traces": traces, "files": files, "n": n,
                        "model": traces[modes[0].label].meta["model"], "seconds": time.perf_counter() - t0}
     return session.compare
@@ -440,8 +441,7 @@ def _mode_caption(trace: Trace) -> str:
 
 
 def _mean_entropy(trace: Trace) -> float:
-    valid = trace.mask
-    return float(trace.entropy[valid].mean()) if bool(valid.any()) else float("nan")
+    return mean_over_steps(trace.entropy, trace.lengths)  # the library's one definition (as `softviz compare`)
 
 
 def column_header(trace: Trace) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import collections
 import math
 import os
 import signal
@@ -160,38 +159,31 @@ def cmd_demo(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    """Side-by-side summary of several modes on one prompt."""
-    from softviz.generate import generate
+    """Side-by-side summary of several modes on one prompt (softviz.compare, as the app's Compare tab)."""
+    from softviz.compare import compare_modes
     from softviz.tasks import get_task
 
     task, gold = get_task(args.task), None
     if args.prompt is not None:
         if not args.prompt.strip():
             raise ValueError("--prompt is empty: give a question or a full prompt")
-        prompt = args.prompt if "Assistant:" in args.prompt else task.prompt(args.prompt)
+        text = args.prompt
     else:
         try:
             [ex] = task.examples("test", 1, start=args.example)
         except ValueError as err:  # past the end of a real test set
             raise ValueError(f"--example {args.example}: {err}") from None
-        prompt, gold = task.prompt(ex), ex.answer
+        text, gold = ex.question, ex.answer
     model, tok = _load_model(args)
-    print(f"prompt: {prompt}" + (f"\ngold answer: {gold}" if gold is not None else ""))
-    rows = []
-    for mode in args.modes:
-        r = generate(model, tok, [prompt], mode, n=args.n, max_cot_tokens=args.max_cot_tokens,
-                     max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_cue=task.answer_cue)
-        lengths = r.cot_lengths.clamp_min(1)
-        mean_H = float((r.cot_entropy.sum(1) / lengths).mean())
-        counts = collections.Counter(a if a is not None else "(none)" for a in r.answers)
-        acc = (sum(task.is_correct(a, gold) for a in r.answers) / len(r.answers)) if gold is not None else None
-        rows.append((mode.label, acc, mean_H, len(counts), float(r.cot_lengths.float().mean()), counts))
-    width = max(len(r[0]) for r in rows)
+    result = compare_modes(model, tok, task, text, args.modes, n=args.n, gold=gold, max_cot_tokens=args.max_cot_tokens,
+                           max_answer_tokens=args.max_answer_tokens, seed=args.seed)
+    print(f"prompt: {result.prompt}" + (f"\ngold answer: {gold}" if gold is not None else ""))
+    width = max(len(s.label) for s in result.summaries)
     print(f"\n{'mode':<{width}}  {'accuracy':>8}  {'entropy':>7}  {'distinct':>8}  {'CoT len':>7}  answers (count)")
-    for label, acc, H, distinct, L, counts in rows:
-        acc_s = f"{100 * acc:7.1f}%" if acc is not None else "       -"
-        ans = ", ".join(f"{a} x{c}" for a, c in counts.most_common(6))
-        print(f"{label:<{width}}  {acc_s}  {H:7.3f}  {distinct:8d}  {L:7.1f}  {ans}")
+    for s in result.summaries:
+        acc_s = f"{100 * s.accuracy:7.1f}%" if s.accuracy is not None else "       -"
+        ans = ", ".join(f"{a} x{c}" for a, c in s.answer_counts.most_common(6))
+        print(f"{s.label:<{width}}  {acc_s}  {s.mean_entropy:7.3f}  {s.distinct_answers:8d}  {s.mean_cot_length:7.1f}  {ans}")
 
 
 def cmd_eval(args) -> None:

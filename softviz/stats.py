@@ -50,3 +50,11 @@ def band_stats(values: np.ndarray, band: str = "ci95") -> dict[str, np.ndarray]:
         half = 1.96 * sd / np.sqrt(safe) if band == "ci95" else sd
         lo, hi = mean - half, mean + half
     return {"mean": mean, "lo": lo, "hi": hi, "count": count}
+
+
+def mean_over_steps(values, lengths) -> float:
+    """The mean of (B, T) per-step values over every step that exists (t < lengths[b]): each CoT step of
+    each rollout weighs the same. softviz's one definition of "mean CoT entropy". NaN when no step exists."""
+    values, lengths = np.asarray(values, dtype=np.float64), np.asarray(lengths)
+    valid = np.arange(values.shape[1])[None, :] < lengths[:, None]
+    return float(values[valid].mean()) if valid.any() else math.nan

@@ -118,6 +118,14 @@ class Task:
             raise ValueError(f"a prompt needs a question (text or an Example), got {example_or_question!r}")
         return self.prompt_template.format(question=q)
 
+    def as_prompt(self, text: str) -> str:
+        """What a user typed, as a prompt: a full prompt (it already holds the template's reply marker, e.g.
+        "Assistant:") is kept as it is; anything else is a question and goes into the template."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"a prompt needs a question or a full prompt, got {text!r}")
+        marker = self.prompt_template.split("{question}")[-1].strip()
+        return text if marker and marker in text else self.prompt(text.strip())
+
     def examples(self, split: str, n: int, *, seed: int = 0) -> list[Example]:  # pragma: no cover - abstract
         raise NotImplementedError
 
