@@ -126,6 +126,8 @@ def rollout_correct(trace: Trace, gold: str | Sequence[str] | None = None) -> li
     if gold is None:
         if "correct" in trace.meta:
             return [None if c is None else bool(c) for c in trace.meta["correct"]]
+        if "gold" in trace.meta:  # the name before TraceMeta; Trace.load converts old files
+            raise ValueError('Trace.meta["gold"] is no longer read: set meta["golds"] (one gold answer per rollout)')
         gold = trace.meta.get("golds")
         if gold is None:
             return [None] * B
