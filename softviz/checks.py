@@ -41,16 +41,17 @@ def integer(name: str, value, low: int | None = None, high: int | None = None, *
 
 
 def real(name: str, value, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-         why: str = "") -> float:
-    """`value` as a finite Python float in [low, high] ((low, high] with low_open), or ValueError."""
+         high_open: bool = False, why: str = "") -> float:
+    """`value` as a finite Python float in [low, high] (open at either end with low_open / high_open), or
+    ValueError."""
     ok = is_real(value)
     if ok and low is not None:
         ok = value > low if low_open else value >= low
     if ok and high is not None:
-        ok = value <= high
+        ok = value < high if high_open else value <= high
     if not ok:
         raise ValueError(f"{name} = {value!r} is invalid: allowed "
-                         f"{_range('a finite number', low, high, low_open)}{_why(why)}")
+                         f"{_range('a finite number', low, high, low_open, high_open)}{_why(why)}")
     return float(value)
 
 
@@ -71,13 +72,14 @@ def seed(name: str, value) -> int:
     return integer(name, value, 0, 2**63 - 1)
 
 
-def _range(what: str, low, high, low_open: bool = False) -> str:
+def _range(what: str, low, high, low_open: bool = False, high_open: bool = False) -> str:
+    below, above = "<" if low_open else "<=", "<" if high_open else "<="
     if low is not None and high is not None:
-        return f"{what} with {low} {'<' if low_open else '<='} x <= {high}"
+        return f"{what} with {low} {below} x {above} {high}"
     if low is not None:
         return f"{what} {'>' if low_open else '>='} {low}"
     if high is not None:
-        return f"{what} <= {high}"
+        return f"{what} {above} {high}"
     return what
 
 

@@ -65,10 +65,7 @@ class Mode:
         if self.top_p is not None:
             _set(self, "top_p", checks.real("Mode.top_p", self.top_p, 0, 1, low_open=True, why="or None"))
         if self.min_p is not None:
-            _set(self, "min_p", checks.real("Mode.min_p", self.min_p, 0, 1, why="or None"))
-            if self.min_p == 1:
-                raise ValueError("Mode.min_p = 1 is invalid: allowed 0 <= min_p < 1 or None (1 drops every token "
-                                 "but the most likely)")
+            _set(self, "min_p", checks.real("Mode.min_p", self.min_p, 0, 1, high_open=True, why="or None"))
         if self.cold_stop_entropy is not None:
             _set(self, "cold_stop_entropy", checks.real("Mode.cold_stop_entropy", self.cold_stop_entropy, 0,
                                                         low_open=True, why="nats, or None"))
@@ -254,9 +251,7 @@ class RLConfig:
         number("max_grad_norm", checks.real, 0, low_open=True)
         number("answer_temperature", checks.temperature, zero=False, why="training samples its answers")
         if self.epsilon is not None:
-            number("epsilon", checks.real, 0, 1, low_open=True, why="or None")
-            if self.epsilon == 1:
-                bad("epsilon", "0 < epsilon < 1 or None")
+            number("epsilon", checks.real, 0, 1, low_open=True, high_open=True, why="or None")
         number("beta", checks.real, 0)
         number("cot_weight", checks.real, 0)
         number("embedding_lr_scale", checks.real, 0, why="0 freezes the embeddings")

@@ -55,20 +55,21 @@ def check_device(device: str | torch.device | None) -> str:
         dev = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         dev = None
+    here = available_devices()
     if dev is None:
         reason = "not a device name"
     elif dev.type not in ("cpu", "cuda", "mps", "xpu"):
         reason = "softviz runs models on cpu, cuda, mps or xpu"
-    elif dev.type == "cpu" or str(dev) in available_devices() or (str(dev) == "mps:0" and "mps" in available_devices()):
+    elif dev.type == "cpu" or str(dev) in here or (str(dev) == "mps:0" and "mps" in here):
         return str(dev)
-    elif dev.type in available_devices():  # cuda:7 on a machine with fewer devices
+    elif dev.type in here:  # cuda:7 on a machine with fewer devices
         reason = f"there is no {dev} on this machine"
     elif dev.type == "cuda":
         cpu_build = torch.version.cuda is None and torch.version.hip is None
         reason = "CUDA is not available here" + (" (this torch is a CPU-only build)" if cpu_build else "")
     else:
         reason = f"{dev.type.upper()} is not available here"
-    raise ValueError(f"device = {device!r} is invalid: {reason}; allowed here: {', '.join(available_devices())}")
+    raise ValueError(f"device = {device!r} is invalid: {reason}; allowed here: {', '.join(here)}")
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | None = None,

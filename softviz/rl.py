@@ -56,12 +56,9 @@ def rloo_advantages(rewards: Tensor, group_size: int, valid: Tensor | None = Non
     if group_size < 2:
         raise ValueError("RLOO needs group_size >= 2: the baseline is the mean of the *other* samples")
     r = _grouped(rewards, group_size)  # (B, G)
-    if valid is None or bool(valid.all()):
-        baseline = (r.sum(1, keepdim=True) - r) / (group_size - 1)
-        return (r - baseline).view(-1)
-    v = valid.view(-1, group_size).float()
+    v = torch.ones_like(r) if valid is None else valid.view(-1, group_size).float()
     r = torch.where(v > 0, r, 0.0)
-    others = v.sum(1, keepdim=True) - v  # (B, G) how many valid rewards the baseline averages
+    others = v.sum(1, keepdim=True) - v  # (B, G) how many valid rewards the baseline averages (G - 1 when all are)
     baseline = (r.sum(1, keepdim=True) - r) / others.clamp_min(1)
     return torch.where((v > 0) & (others > 0), r - baseline, 0.0).view(-1)
 

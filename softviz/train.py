@@ -83,8 +83,9 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | N
         diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
                 if old.get(k) != config.get(k)]
         raise ValueError(f"{path} was written with another RLConfig ({'; '.join(diff[:6])}); {fix}")
+    expected = model.state_dict()
     for name, state in [("model", ck["model"])] + ([("ref", ck["ref"])] if need_ref else []):
-        _check_state(path, name, state, model.state_dict(), fix)
+        _check_state(path, name, state, expected, fix)
     if not isinstance(ck["rng"], torch.Tensor) or ck["rng"].dtype != torch.uint8:
         raise ValueError(f"checkpoint {path} holds a damaged RNG state; {fix}")
     model.load_state_dict(ck["model"])
@@ -403,9 +404,10 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     loss.backward()
     par.mean_grads(model.parameters())
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
-    if not (math.isfinite(float(loss.detach())) and math.isfinite(grad_norm)):
+    loss_value = float(loss.detach())
+    if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)  # this step's update is dropped; the weights are untouched
-        raise NonFiniteError(f"step {step + 1}: the loss ({float(loss.detach())}) or the gradient norm ({grad_norm}) "
+        raise NonFiniteError(f"step {step + 1}: the loss ({loss_value}) or the gradient norm ({grad_norm}) "
                              "is not finite, so no update was made and the model holds the weights of step "
                              f"{step}. Lower the learning rate or check the reward function and the model's dtype.")
     t2 = time.perf_counter()
@@ -415,7 +417,7 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     model.eval()
     t3 = time.perf_counter()
     m = {"step": step + 1, **_rollout_metrics(r, rewards, cfg.group_size, cfg, task, golds),
-         "loss": float(loss.detach()), **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr,
+         "loss": loss_value, **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr,
          "advantage_abs_mean": float(adv.abs().mean()), "time/rollout": t1 - t0, "time/loss_backward": t2 - t1,
          "time/optimizer": t3 - t2}
     return par.mean(m), r, {"rewards": rewards.tolist(), "golds": golds}
