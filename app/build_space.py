@@ -4,7 +4,7 @@ requirements.txt, and a copy of the softviz package with its embedded model (sof
     python app/build_space.py [OUT]        # default OUT: build/space
     cd build/space && gradio deploy        # or commit the folder to the Space's git repository
 
-On the Space, `python app.py` runs with OUT as its working directory, so `import softviz` finds the copy.
+On the Space, `python app.py` runs with OUT as its working directory, so `import softviz.app` finds the copy.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def build(out: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    target = build(sys.argv[1] if len(sys.argv) > 1 else ROOT / "build" / "space")
+    try:
+        target = build(sys.argv[1] if len(sys.argv) > 1 else ROOT / "build" / "space")
+    except ValueError as err:
+        print(f"build_space.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file()) / 2**20
     print(f"wrote {target} ({size:.0f} MB): deploy it with `cd {target} && gradio deploy`")

@@ -12,12 +12,10 @@ the median of the rest. Without Chromium (/usr/bin/chromium, or SOFTVIZ_CHROMIUM
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -33,14 +31,6 @@ SHOWN = """() => [...document.querySelectorAll('.sv-mode-column')]
 ALL_DRAWN = """() => [...document.querySelectorAll('.sv-mode-column')]
     .filter(c => c.querySelectorAll('.js-plotly-plot').length >= 3).length >= 3
     && document.querySelectorAll('.js-plotly-plot').length >= 13"""
-
-
-def load_app():
-    spec = importlib.util.spec_from_file_location("softviz_app", ROOT / "app" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["softviz_app"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def default_args(app):
@@ -96,7 +86,8 @@ def main() -> None:
     args = parser.parse_args()
 
     t0 = time.perf_counter()
-    app = load_app()
+    import softviz.app as app
+
     settings = app.Settings()
     app.warm_up(settings)
     demo = app.build_demo(settings)

@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MODE_SETS = (("hard", "soft", "fuzzy"), ("soft", "fuzzy-greedy"), ("hard-greedy", "gumbel"), ("fuzzy", "dirichlet"))
 ROLLOUTS, COT_TOKENS = 4, 32  # per mode: a comparison of ~1 s on an idle core, so a wave fits in a test
 TRAIN = dict(mode="hard", algorithm="rloo", steps=2, learning_rate=1e-3, group_size=2, prompts_per_step=2)
-SLOT_VALUES = 7  # a result column through the API: header, shadow text, heatmap, soft text, mixture, noise, download
 
 
 def free_port() -> int:
@@ -176,7 +175,9 @@ def compare_requests(clients: int, wave: int) -> list[dict]:
 
 def downloads(out, count: int) -> list[dict]:
     """The FileData ({'path', 'url', ...}) of each used column's 'Download trace' button in /compare's outputs."""
-    return [out[5 + SLOT_VALUES * i + SLOT_VALUES - 1]["value"] for i in range(count)]
+    from softviz.app import CompareView
+
+    return [slot.download["value"] for slot in CompareView.from_api(out).slots[:count]]
 
 
 def fetch_trace(file: dict, folder: Path):

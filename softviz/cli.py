@@ -145,16 +145,13 @@ def cmd_matrix(args) -> None:
 
 def cmd_app(args) -> None:
     """The Gradio app: compare modes side by side, fine-tune live, explore traces (`softviz app -h` for its flags)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "app" / "app.py"
-    if not path.is_file():
-        raise ValueError(f"the app is not here: {path} is missing (it ships with the source repository, not the wheel)")
-    spec = importlib.util.spec_from_file_location("softviz_app", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["softviz_app"] = module  # its dataclasses look the module up while it executes
-    spec.loader.exec_module(module)
-    module.main(args.app_args)
+    try:
+        from softviz.app import main as app_main
+    except ModuleNotFoundError as err:
+        if err.name not in ("gradio", "gradio_client"):
+            raise
+        raise ValueError(f"the app needs {err.name}: pip install 'softviz[app]'") from None
+    app_main(args.app_args)
 
 
 def cmd_train(args) -> None:

@@ -1,7 +1,6 @@
 """The Gradio app: host settings, every handler called directly with the embedded model, and the launched app
 driven through gradio_client (two clients = two visitors, whose fine-tuned models stay apart)."""
 
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -11,23 +10,14 @@ import torch
 
 gr = pytest.importorskip("gradio")
 
-APP_FILE = Path(__file__).resolve().parents[1] / "app" / "app.py"
-
-
-def load_app_module():
-    """app/app.py as the module `softviz_app` (app/ is a folder to deploy, not a package)."""
-    if "softviz_app" in sys.modules:
-        return sys.modules["softviz_app"]
-    spec = importlib.util.spec_from_file_location("softviz_app", APP_FILE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["softviz_app"] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+APP_FILE = Path(__file__).resolve().parents[1] / "app" / "app.py"  # the entry a Space runs: `python app.py`
 
 
 @pytest.fixture(scope="module")
 def app():
-    return load_app_module()
+    import softviz.app
+
+    return softviz.app
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +32,7 @@ def problem(app):
 
 @pytest.fixture(scope="module")
 def compared(app, settings, problem):
-    """One default comparison (hard, soft, fuzzy x 8) in a fresh session: (session, on_compare's outputs)."""
+    """One default comparison (hard, soft, fuzzy x 8) in a fresh session: (session, on_compare's two CompareViews)."""
     session = app.Session()
     first, out = app.on_compare("embedded", problem[0], problem[1], ["hard", "soft", "fuzzy"], 8, 0.5, 1.0, 0.33,
                                 96, 0, False, settings, session)
@@ -120,17 +110,20 @@ def test_compare_fills_one_column_per_mode(app, settings, compared):
     from softviz import Trace
 
     session, first, out = compared
-    per = len(app.SLOT_PARTS)
     # the first update already shows answers, shadow texts and entropy; the last is whole, with every figure
-    assert first[0] == out[0] and first[1:5] == [None] * 4
-    assert first[5 + 1].startswith("### hard") and is_figure(first[5 + 3]) and first[5 + 5] is None
-    assert first[5 + 3] is out[5 + 3]  # built once
-    summary, shared, slots = out[0], out[1:5], out[5:5 + per * settings.max_modes]
-    rollout_slider, explore_pick, state = out[5 + per * settings.max_modes:]
+    assert first.summary == out.summary and first.across.flat() == [None] * 4
+    assert (first.slots[0].header.startswith("### hard") and is_figure(first.slots[0].entropy_heatmap)
+            and first.slots[0].rollout.mixture is None)
+    assert first.slots[0].entropy_heatmap is out.slots[0].entropy_heatmap  # built once
+    summary, shared, slots = out.summary, out.across, out.slots
+    rollout_slider, explore_pick, state = out.rollout_slider, out.explore_menu, out.session
+    assert len(slots) == settings.max_modes
     assert "| hard |" in summary and "| fuzzy |" in summary and "Gold answer" in summary
-    assert all(is_figure(f) for f in shared)  # entropy profiles, diversity, projection, pass@k
-    for i in range(settings.max_modes):
-        column, header, shadow, heat, soft_text, mixture, noise, download = slots[i * per:(i + 1) * per]
+    assert all(is_figure(f) for f in shared.flat())  # entropy profiles, diversity, projection, pass@k
+    for i, slot in enumerate(slots):
+        column, header, shadow, heat, download = (slot.column, slot.header, slot.shadow_text, slot.entropy_heatmap,
+                                                  slot.download)
+        soft_text, mixture, noise = slot.rollout.soft_text, slot.rollout.mixture, slot.rollout.noise
         if i < 3:
             label = ["hard", "soft", "fuzzy"][i]
             assert column.visible and header.startswith(f"### {label}") and "correct" in header
@@ -148,6 +141,18 @@ def test_compare_fills_one_column_per_mode(app, settings, compared):
     assert trace.inputs is not None and session.compare["gold"] and trace.meta["golds"] == [session.compare["gold"]] * 8 and len(trace.meta["correct"]) == 8
 
 
+def test_an_api_client_reads_the_same_view_by_name(app, compared):
+    """An API client gets the handler's flat() less the values Gradio never sends (a column is layout, the session
+    a gr.State): CompareView.from_api puts the names back, and the rest is the handler's view."""
+    session, _, out = compared
+    unsent = lambda v: isinstance(v, (gr.Column, app.Session))  # noqa: E731
+    back = app.CompareView.from_api([v for v in out.flat() if not unsent(v)])
+    assert len(back.slots) == len(out.slots) and back.slots[2].header == out.slots[2].header
+    assert back.flat() == [None if unsent(v) else v for v in out.flat()]
+    with pytest.raises(ValueError):
+        app.CompareView.from_api([v for v in out.flat() if not unsent(v)][1:])
+
+
 def test_compare_replays_with_the_same_seed(app, settings, problem, compared):
     session = compared[0]
     again = app.compare("embedded", problem[0], problem[1], ["soft"], 8, 0.5, 1.0, 0.33, 96, 0, False, settings,
@@ -158,10 +163,10 @@ def test_compare_replays_with_the_same_seed(app, settings, problem, compared):
 def test_rollout_slider_redraws_the_per_rollout_figures(app, settings, compared):
     session = compared[0]
     out = app.on_rollout(3, settings, session)
-    assert len(out) == 3 * settings.max_modes
-    soft_text, mixture, noise = out[:3]
+    assert len(out) == settings.max_modes  # a RolloutView per column
+    soft_text, mixture, noise = out[0].soft_text, out[0].mixture, out[0].noise
     assert "rollout 3" in soft_text and is_figure(mixture) and is_figure(noise)
-    assert out[9:] == ["", None, None] * (settings.max_modes - 3)
+    assert [view.flat() for view in out[3:]] == [["", None, None]] * (settings.max_modes - 3)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -197,7 +202,7 @@ def test_host_limits_are_enforced_on_the_server(app, problem):
                      app.Session()).__next__()
     out = last(app.on_compare("embedded", problem[0], "", ["hard"], 2, 0.5, 1.0, 0.33, 8, 0, False, small,
                               app.Session()))
-    assert "not given" in out[0] and out[4] is None  # no gold answer: no pass@k, answers unmarked
+    assert "not given" in out.summary and out.across.pass_at_k is None  # no gold answer: no pass@k, answers unmarked
 
 
 # ---- Train -------------------------------------------------------------------------------------------------
@@ -207,15 +212,16 @@ def test_train_streams_curves_then_before_after_and_never_touches_the_shared_mod
     before = {k: v.clone() for k, v in shared.state_dict().items()}
     session = app.Session()
     updates = list(app.on_train("embedded", "hard", "rloo", 2, 1e-3, 4, 2, settings, session))
-    assert "Measuring" in updates[0][0]
+    assert "Measuring" in updates[0].status
     steps = [u for u in updates[1:-1]]
-    assert [f"Step {s} / 2" in u[0] for s, u in enumerate(steps)] == [True] * 3  # step-0 validation, then each step
-    assert 'aria-valuenow="1" aria-valuemax="2"' in steps[1][0] and "width:50.0%" in steps[1][0]  # the progress bar
-    assert all(is_figure(u[1]) for u in steps[1:])  # live curves
-    status, curves, summary, figure, table, checkbox, state = updates[-1]
-    assert "Finished after 2 of 2 steps" in status and "Before / after" in summary
-    assert is_figure(figure) and len(table) == app.BEFORE_AFTER_PROMPTS and checkbox.interactive
-    assert state is session and session.finetuned["config"].steps == 2
+    assert [f"Step {s} / 2" in u.status for s, u in enumerate(steps)] == [True] * 3  # step-0 validation, then each
+    assert 'aria-valuenow="1" aria-valuemax="2"' in steps[1].status and "width:50.0%" in steps[1].status  # the bar
+    assert all(is_figure(u.curves) for u in steps[1:])  # live curves
+    final = updates[-1]
+    assert "Finished after 2 of 2 steps" in final.status and "Before / after" in final.before_after
+    assert (is_figure(final.entropy) and len(final.answers) == app.BEFORE_AFTER_PROMPTS
+            and final.use_finetuned.interactive)
+    assert final.session is session and session.finetuned["config"].steps == 2
     trained = session.finetuned["model"]
     assert trained is not shared
     assert any(not torch.equal(p, before[k]) for k, p in trained.state_dict().items())
@@ -223,7 +229,7 @@ def test_train_streams_curves_then_before_after_and_never_touches_the_shared_mod
     # the fine-tuned model answers in Compare, for this session only
     out = last(app.on_compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, settings,
                               session))
-    assert "fine-tuned from embedded" in out[0]
+    assert "fine-tuned from embedded" in out.summary
     with pytest.raises(gr.Error, match="Train tab first"):
         last(app.on_compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, settings,
                             app.Session()))
@@ -232,12 +238,12 @@ def test_train_streams_curves_then_before_after_and_never_touches_the_shared_mod
 def test_train_soft_grpo_compares_gumbel_rollouts_before_and_after(app, settings):
     session = app.Session()
     updates = list(app.on_train("embedded", "soft-grpo", "rloo", 2, 1e-3, 4, 2, settings, session))
-    status, curves, summary, figure, table, checkbox, state = updates[-1]
-    assert "Finished after 2 of 2 steps" in status and "Before / after" in summary
+    final = updates[-1]
+    assert "Finished after 2 of 2 steps" in final.status and "Before / after" in final.before_after
     cfg = session.finetuned["config"]
     assert cfg.mode == "soft-grpo" and cfg.greedy_mode.kind == "hard"  # validated with argmax tokens
-    assert is_figure(figure) and len(table) == app.BEFORE_AFTER_PROMPTS
-    assert all("correct" in row[2] and "correct" in row[3] for row in table)
+    assert is_figure(final.entropy) and len(final.answers) == app.BEFORE_AFTER_PROMPTS
+    assert all("correct" in row[2] and "correct" in row[3] for row in final.answers)
 
 
 def test_cancel_stops_training_between_steps(app, settings):
@@ -248,7 +254,7 @@ def test_cancel_stops_training_between_steps(app, settings):
     next(run)  # step 0 (validation)
     assert "Stopping" in app.on_cancel(session)
     rest = list(run)
-    assert "Cancelled after 0 of 50 steps" in rest[-1][0]
+    assert "Cancelled after 0 of 50 steps" in rest[-1].status
     assert session.finetuned is not None  # what was trained so far is kept, and compared before/after
 
 
@@ -257,7 +263,7 @@ def test_cancel_stops_a_run_still_in_the_queue(app, settings):
     assert "Waiting" in app.on_train_requested(session)  # Train pressed; the run waits for the trainer
     app.on_cancel(session)
     updates = list(app.on_train("embedded", "hard", "rloo", 5, 1e-4, 2, 2, settings, session))
-    assert len(updates) == 1 and "Cancelled before it started." in updates[0][0] and session.finetuned is None
+    assert len(updates) == 1 and "Cancelled before it started." in updates[0].status and session.finetuned is None
 
 
 def test_train_rejects_bad_settings(app, settings):
@@ -277,16 +283,17 @@ def test_explore_opens_an_uploaded_trace_and_walks_it(app, settings, compared, t
     session = compared[0]
     path = session.compare["files"]["soft"]
     visitor = app.Session()
-    out = app.on_upload(path, settings, visitor)
-    summary, rollout, step, text, heat, mixture, noise, step_md, table = out
-    assert summary.startswith("**soft**") and rollout.maximum == 7 and step.maximum >= 1
-    assert "Soft text" in text and is_figure(heat) and is_figure(mixture) and is_figure(noise)
-    assert step_md.startswith("**Step 0**") and len(table) == 10 and table[0][0] == 1
-    assert abs(sum(float(row[2]) for row in table) - 1.0) < 0.2  # the top-10 weights carry most of the mixture
-    text, heat, mixture, noise, step_md, table = app.on_explore_rollout(2, 5, visitor)
-    assert "rollout 2" in text and step_md.startswith("**Step 5** of rollout 2")
-    step_md, table = app.on_explore_step(2, 500, visitor)  # past the end: the last step
-    assert step_md.startswith(f"**Step {int(visitor.explore.lengths[2]) - 1}** of rollout 2")
+    opened = app.on_upload(path, settings, visitor)
+    view, step = opened.view, opened.view.step
+    rollout, step_slider = opened.rollout_slider, opened.step_slider
+    assert opened.summary.startswith("**soft**") and rollout.maximum == 7 and step_slider.maximum >= 1
+    assert "Soft text" in view.soft_text and all(is_figure(f) for f in (view.entropy_heatmap, view.mixture, view.noise))
+    assert step.text.startswith("**Step 0**") and len(step.table) == 10 and step.table[0][0] == 1
+    assert abs(sum(float(row[2]) for row in step.table) - 1.0) < 0.2  # the top-10 weights carry most of the mixture
+    view = app.on_explore_rollout(2, 5, visitor)
+    assert "rollout 2" in view.soft_text and view.step.text.startswith("**Step 5** of rollout 2")
+    step = app.on_explore_step(2, 500, visitor)  # past the end: the last step
+    assert step.text.startswith(f"**Step {int(visitor.explore.lengths[2]) - 1}** of rollout 2")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a trace")
     with pytest.raises(gr.Error, match="not a readable softviz trace"):
@@ -302,7 +309,7 @@ def test_explore_opens_an_uploaded_trace_and_walks_it(app, settings, compared, t
 def test_explore_picks_a_mode_of_the_last_comparison(app, compared):
     session = compared[0]
     out = app.on_pick("fuzzy", session)
-    assert out[0].startswith("**fuzzy**") and session.explore is session.compare["traces"]["fuzzy"]
+    assert out.summary.startswith("**fuzzy**") and session.explore is session.compare["traces"]["fuzzy"]
     with pytest.raises(gr.Error, match="run a comparison first"):
         app.on_pick("fuzzy", app.Session())
 
@@ -414,7 +421,7 @@ def served(app):
     demo.close()
 
 
-def test_client_compares_and_gets_figures(served):
+def test_client_compares_and_gets_figures(app, served):
     import json
 
     from gradio_client import Client
@@ -423,14 +430,14 @@ def test_client_compares_and_gets_figures(served):
 
     client = Client(served, verbose=False)
     question, gold = client.predict(api_name="/random_problem")
-    out = client.predict("embedded", question, gold, ["hard", "soft"], 4, 0.5, 1.0, 0.33, 64, 0, False,
-                         api_name="/compare")
-    assert "| hard |" in out[0] and "| soft |" in out[0]
-    profiles = out[1]
+    out = app.CompareView.from_api(client.predict("embedded", question, gold, ["hard", "soft"], 4, 0.5, 1.0, 0.33,
+                                                  64, 0, False, api_name="/compare"))
+    assert "| hard |" in out.summary and "| soft |" in out.summary
+    profiles = out.across.profiles
     assert profiles["type"] == "plotly" and json.loads(profiles["plot"])["data"]
-    header, shadow = out[5], out[6]  # slot 0 (its gr.Column is layout, not a value): header, shadow text, ...
+    header, shadow = out.slots[0].header, out.slots[0].shadow_text  # (its gr.Column is layout: no value is sent)
     assert header.startswith("### hard") and shadow[0]["token"].startswith("#0 → ")
-    download = out[11]
+    download = out.slots[0].download
     assert download["visible"] and Trace.load(download["value"]).meta["mode_label"] == "hard"
     client.close()
 
@@ -445,16 +452,16 @@ def test_client_errors_are_readable(served):
     client.close()
 
 
-def test_client_train_streams_and_stays_in_its_session(served):
+def test_client_train_streams_and_stays_in_its_session(app, served):
     from gradio_client import Client
 
     alice, bob = Client(served, verbose=False), Client(served, verbose=False)
     job = alice.submit("embedded", "hard", "rloo", 2, 1e-3, 2, 2, api_name="/train")
     outputs = list(job)
-    assert len(outputs) >= 4 and "Finished after 2 of 2 steps" in outputs[-1][0]
+    assert len(outputs) >= 4 and "Finished after 2 of 2 steps" in app.TrainView.from_api(outputs[-1]).status
     question = "Tom has 3 apples. Tom buys 2 more apples. How many apples does Tom have now?"
     out = alice.predict("embedded", question, "5", ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, api_name="/compare")
-    assert "fine-tuned from embedded" in out[0]
+    assert "fine-tuned from embedded" in app.CompareView.from_api(out).summary
     with pytest.raises(Exception, match="Train tab first"):  # Bob never trained: Alice's model is not his
         bob.predict("embedded", question, "5", ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, api_name="/compare")
     with pytest.raises(Exception, match="maximum value 4"):  # this host allows 4 steps
@@ -465,7 +472,7 @@ def test_client_train_streams_and_stays_in_its_session(served):
 
 # ---- hosting -----------------------------------------------------------------------------------------------
 
-def test_the_app_folder_is_a_space(app, tmp_path):
+def test_the_app_folder_is_a_space(tmp_path):
     import subprocess
 
     import yaml
@@ -478,21 +485,19 @@ def test_the_app_folder_is_a_space(app, tmp_path):
     reqs = (APP_FILE.parent / "requirements.txt").read_text()
     assert "torch==" in reqs and "plotly==" in reqs and "gradio" not in reqs.replace("gradio itself", "")
 
-    build = load_module_from(APP_FILE.parent / "build_space.py")
-    space = build.build(tmp_path / "space")
+    build = [sys.executable, str(APP_FILE.parent / "build_space.py")]
+    space = tmp_path / "space"
+    done = subprocess.run([*build, str(space)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     assert {p.name for p in space.iterdir()} == {"app.py", "README.md", "requirements.txt", "softviz"}
     assert (space / "softviz" / "assets" / "embedded" / "config.json").is_file()
     # run from the Space's folder, app.py imports the copied package (not the one installed here)
-    probe = subprocess.run([sys.executable, "-c", "import app, softviz; print(softviz.__file__)"], cwd=space,
-                           capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
+    code = ("import sys, app, softviz; "
+            "print(softviz.__file__, app.main.__module__, sys.modules[app.main.__module__].__file__)")
+    probe = subprocess.run([sys.executable, "-c", code], cwd=space, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "PYTHONPATH": ""})
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.strip().startswith(str(space))
-    with pytest.raises(ValueError, match="refusing"):
-        build.build(APP_FILE.parents[1])
-
-
-def load_module_from(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    package, module, path = probe.stdout.split()
+    assert package.startswith(str(space)) and module == "softviz.app.serve" and path.startswith(str(space))
+    refused = subprocess.run([*build, str(APP_FILE.parents[1])], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "refusing" in refused.stderr and "Traceback" not in refused.stderr

@@ -10,7 +10,6 @@ browsers. Set SOFTVIZ_CHROMIUM to use another executable.
 import os
 import shutil
 import struct
-import sys
 import time
 from pathlib import Path
 
@@ -32,10 +31,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def served():
     """(the launched demo, a headless browser, the page URL); JavaScript errors in any page fail the test."""
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_app import load_app_module
+    import softviz.app as app
 
-    app = load_app_module()
     settings = app.Settings()
     app.warm_up(settings)
     demo = app.build_demo(settings)

@@ -15,7 +15,10 @@ import pytest
 
 gr = pytest.importorskip("gradio")
 sys.path.insert(0, str(Path(__file__).parent))
-from test_app import app, is_figure, last, problem, settings  # noqa: E402,F401  (app fixtures are shared)
+import test_app  # noqa: E402
+from test_app import is_figure, last  # noqa: E402
+
+app, problem, settings = test_app.app, test_app.problem, test_app.settings  # test_app's fixtures, shared
 
 NAN, INF = math.nan, math.inf
 NON_ASCII = "Combien font 3 + 4 ? 数字 🙂"
@@ -52,11 +55,16 @@ def assert_readable(message: str, *needles: str) -> None:
         assert needle in message, f"{needle!r} not in {message!r}"
 
 
-def compare_args(problem, **change) -> list:
+def compare_inputs(problem, **change) -> dict:
+    """/compare's inputs by name, in the order the handler (and an API client) takes them."""
     args = dict(model_name="embedded", question=problem[0], gold=problem[1], mode_names=["hard"], n=2, soft_tau=0.5,
                 hard_tau=1.0, gamma=0.33, max_cot_tokens=16, seed=0, use_finetuned=False)
     args.update(change)
-    return list(args.values())
+    return args
+
+
+def compare_args(problem, **change) -> list:
+    return list(compare_inputs(problem, **change).values())
 
 
 def files_in(session) -> list[str]:
@@ -126,23 +134,22 @@ def test_non_ascii_problem_and_gold_come_back_with_results(app, settings, sessio
 
     session = sessions()
     out = last(app.on_compare(*compare_args((NON_ASCII, "七"), mode_names=["hard", "soft"]), settings, session))
-    assert NON_ASCII in out[0] and "七" in out[0] and "| hard |" in out[0] and "| soft |" in out[0]
-    assert all(is_figure(f) for f in out[1:5])  # pass@k too: the gold answer is given (and never matched)
-    per = len(app.SLOT_PARTS)
-    for i, label in enumerate(["hard", "soft"]):
-        header, shadow, download = out[5 + per * i + 1], out[5 + per * i + 2], out[5 + per * i + 7]
+    assert NON_ASCII in out.summary and "七" in out.summary and "| hard |" in out.summary and "| soft |" in out.summary
+    assert all(is_figure(f) for f in out.across.flat())  # pass@k too: the gold answer is given (and never matched)
+    for label, slot in zip(["hard", "soft"], out.slots):
+        header, shadow, download = slot.header, slot.shadow_text, slot.download
         assert header.startswith(f"### {label}") and "0/2 correct" in header
         assert shadow[0][0].startswith("#0 → ")
         trace = Trace.load(download.value["path"] if isinstance(download.value, dict) else download.value)
         assert NON_ASCII in trace.meta["prompts"][0] and trace.meta["golds"] == ["七"] * trace.num_rollouts
     explored = app.on_pick("soft", session)  # and Explore shows it
-    assert NON_ASCII in explored[0]
+    assert NON_ASCII in explored.summary
 
 
 def test_problems_of_control_characters_and_right_to_left_text_run(app, settings, sessions):
     for question in ("\x00\x01\x7f", "ما هو 3 + 4 ؟", "3 + 4 =\u200b?"):
         out = last(app.on_compare(*compare_args((question, ""), max_cot_tokens=8), settings, sessions()))
-        assert "1 modes × 2 rollouts" in out[0]
+        assert "1 modes × 2 rollouts" in out.summary
 
 
 @pytest.mark.parametrize("max_cot", [1, 2])
@@ -150,7 +157,8 @@ def test_the_shortest_comparisons_the_server_allows_complete(app, settings, prob
     """1 rollout of 1 or 2 CoT tokens: too few fed inputs for the 2-D projection, which is left empty."""
     session = sessions()
     out = last(app.on_compare(*compare_args(problem, n=1, max_cot_tokens=max_cot), settings, session))
-    profiles, diversity, projection, passk = out[1:5]
+    profiles, diversity, projection, passk = (out.across.profiles, out.across.diversity, out.across.projection,
+                                              out.across.pass_at_k)
     assert is_figure(profiles) and is_figure(diversity) and projection is None and is_figure(passk)
     assert int(session.compare["traces"]["hard"].lengths[0]) == max_cot
 
@@ -230,7 +238,7 @@ def test_a_trace_under_another_extension_still_opens(app, settings, sessions, tm
     """The handler reads the content (the File widget, and Gradio on the server, only accept .safetensors)."""
     path = tmp_path / "trace.bin"
     path.write_bytes(trace_bytes)
-    assert app.on_upload(str(path), settings, sessions())[0].startswith("**hard**")
+    assert app.on_upload(str(path), settings, sessions()).summary.startswith("**hard**")
 
 
 @pytest.mark.parametrize("path, needles", [
@@ -277,9 +285,8 @@ def test_slider_positions_that_are_not_whole_numbers_are_refused(app, settings, 
 @pytest.mark.parametrize("value", [-5, 10**9])
 def test_slider_positions_out_of_range_show_the_nearest(app, settings, explored, value):
     last_rollout = explored.explore.num_rollouts - 1
-    assert f"rollout {0 if value < 0 else last_rollout}" in app.on_rollout(value, settings, explored)[3]
-    step_md, _ = app.on_explore_step(value, value, explored)
-    assert step_md.startswith("**Step ")
+    assert f"rollout {0 if value < 0 else last_rollout}" in app.on_rollout(value, settings, explored)[1].soft_text
+    assert app.on_explore_step(value, value, explored).text.startswith("**Step ")
 
 
 def test_picking_a_mode_never_compared_is_a_message(app, explored):
@@ -318,7 +325,7 @@ def test_a_bug_is_logged_with_its_traceback(app, settings, problem, sessions, ca
     def broken_loader(name, settings):
         raise RuntimeError("weights file truncated")
 
-    monkeypatch.setattr(app, "get_model", broken_loader)  # a bug, as opposed to a visitor's mistake
+    monkeypatch.setattr("softviz.app.compare_tab.get_model", broken_loader)  # a bug, not a visitor's mistake
     with caplog.at_level(logging.INFO, logger="softviz.app"), pytest.raises(gr.Error) as err:
         last(app.on_compare(*compare_args(problem), settings, sessions()))
     [(level, exc_info, message)] = app_records(caplog)
@@ -386,60 +393,58 @@ def test_client_gets_a_readable_message_for_a_bad_problem(client, problem, quest
     assert_readable(client_error(client, *compare_args(problem, question=question)), *needles)
 
 
-def test_client_non_ascii_problem_returns_results(client):
+def test_client_non_ascii_problem_returns_results(app, client):
     from softviz import Trace
 
-    out = client.predict(*compare_args((NON_ASCII, "7"), mode_names=["hard", "soft"]), api_name="/compare")
-    assert NON_ASCII in out[0] and "| soft |" in out[0]
-    assert json.loads(out[1]["plot"])["data"]  # the entropy profiles
-    header, shadow, download = out[5], out[6], out[11]
+    out = app.CompareView.from_api(client.predict(*compare_args((NON_ASCII, "7"), mode_names=["hard", "soft"]),
+                                                  api_name="/compare"))
+    assert NON_ASCII in out.summary and "| soft |" in out.summary
+    assert json.loads(out.across.profiles["plot"])["data"]  # the entropy profiles
+    header, shadow, download = out.slots[0].header, out.slots[0].shadow_text, out.slots[0].download
     assert header.startswith("### hard") and shadow[0]["token"].startswith("#0 → ")
     assert NON_ASCII in Trace.load(download["value"]).meta["prompts"][0]  # downloaded through the file route
 
 
-@pytest.mark.parametrize("index, value, needles", [
-    (4, -1, ["Value -1 is less than minimum value 1"]),  # Gradio's own bounds check of the slider
-    (4, 999, ["Value 999 is greater than maximum value 32"]),
-    (8, 1, ["Value 1 is less than minimum value 8"]),
-    (9, -5, ["Value -5 is less than minimum value 0"]),
-    (9, 1e30, ["seed must be between 0 and 2147483647"]),
-    (9, 2.5, ["seed must be a whole number"]),
-    (7, -1, ["Value -1 is less than minimum value 0"]),
-    (3, ["warm"], ["'warm'", "is not in the list of choices", "'hard'"]),
-    (0, "gpt2", ["gpt2 is not in the list of choices", "['embedded']"]),
-    (0, "/etc/passwd", ["/etc/passwd is not in the list of choices"]),
-    (10, True, ["no fine-tuned model in this session"]),
+@pytest.mark.parametrize("name, value, needles", [
+    ("n", -1, ["Value -1 is less than minimum value 1"]),  # Gradio's own bounds check of the slider
+    ("n", 999, ["Value 999 is greater than maximum value 32"]),
+    ("max_cot_tokens", 1, ["Value 1 is less than minimum value 8"]),
+    ("seed", -5, ["Value -5 is less than minimum value 0"]),
+    ("seed", 1e30, ["seed must be between 0 and 2147483647"]),
+    ("seed", 2.5, ["seed must be a whole number"]),
+    ("gamma", -1, ["Value -1 is less than minimum value 0"]),
+    ("mode_names", ["warm"], ["'warm'", "is not in the list of choices", "'hard'"]),
+    ("model_name", "gpt2", ["gpt2 is not in the list of choices", "['embedded']"]),
+    ("model_name", "/etc/passwd", ["/etc/passwd is not in the list of choices"]),
+    ("use_finetuned", True, ["no fine-tuned model in this session"]),
 ])
-def test_client_gets_a_readable_message_for_a_bad_value(client, problem, index, value, needles):
-    args = compare_args(problem)
-    args[index] = value
-    assert_readable(client_error(client, *args), *needles)
+def test_client_gets_a_readable_message_for_a_bad_value(client, problem, name, value, needles):
+    assert_readable(client_error(client, *compare_args(problem, **{name: value})), *needles)
 
 
 def test_nan_and_infinity_sent_raw_get_readable_messages(served, problem):
     """gradio_client cannot send NaN or Infinity (not JSON); a hand-written request can, and a browser's number
     field cannot. NaN passes Gradio's bounds checks, so the app's own checks answer it."""
-    def compare_with(index, raw):
-        args = [json.dumps(a) for a in compare_args(problem)]
-        args[index] = raw
-        return call_raw(served, "compare", "[" + ",".join(args) + "]")
+    def raw_body(inputs: dict, name: str, raw: str) -> str:  # the JSON list of inputs, one of them written raw
+        return "[" + ",".join(raw if k == name else json.dumps(v) for k, v in inputs.items()) + "]"
 
-    cases = [(4, "NaN", "rollouts per mode must be a whole number"), (4, "Infinity", "greater than maximum value 32"),
-             (5, "NaN", "soft τ must be between"), (5, "Infinity", "soft τ must be between"),
-             (7, "NaN", "γ must be between"), (8, "NaN", "max CoT tokens must be a whole number"),
-             (9, "NaN", "seed must be a whole number"), (9, "Infinity", "seed must be a whole number"),
-             (9, "-Infinity", "less than minimum value 0")]
-    for index, raw, needle in cases:
-        event, message = compare_with(index, raw)
-        assert event == "error" and message, (index, raw, message)
+    cases = [("n", "NaN", "rollouts per mode must be a whole number"),
+             ("n", "Infinity", "greater than maximum value 32"),
+             ("soft_tau", "NaN", "soft τ must be between"), ("soft_tau", "Infinity", "soft τ must be between"),
+             ("gamma", "NaN", "γ must be between"), ("max_cot_tokens", "NaN", "max CoT tokens must be a whole number"),
+             ("seed", "NaN", "seed must be a whole number"), ("seed", "Infinity", "seed must be a whole number"),
+             ("seed", "-Infinity", "less than minimum value 0")]
+    for name, raw, needle in cases:
+        event, message = call_raw(served, "compare", raw_body(compare_inputs(problem), name, raw))
+        assert event == "error" and message, (name, raw, message)
         assert_readable(message, needle)
-    train = ["embedded", "hard", "rloo", 2, 1e-4, 2, 2]
-    for index, raw, needle in [(3, "NaN", "steps must be a whole number"), (4, "NaN", "learning rate must be"),
-                               (5, "NaN", "group size must be a whole number")]:
-        args = [json.dumps(a) for a in train]
-        args[index] = raw
-        event, message = call_raw(served, "train", "[" + ",".join(args) + "]")
-        assert event == "error" and message, (index, raw, message)
+    train = dict(model_name="embedded", mode="hard", algorithm="rloo", steps=2, learning_rate=1e-4, group_size=2,
+                 prompts_per_step=2)
+    for name, raw, needle in [("steps", "NaN", "steps must be a whole number"),
+                              ("learning_rate", "NaN", "learning rate must be"),
+                              ("group_size", "NaN", "group size must be a whole number")]:
+        event, message = call_raw(served, "train", raw_body(train, name, raw))
+        assert event == "error" and message, (name, raw, message)
         assert_readable(message, needle)
 
 

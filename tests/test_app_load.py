@@ -23,7 +23,6 @@ import pytest
 
 pytest.importorskip("gradio")
 sys.path.insert(0, str(Path(__file__).parent))
-from test_app import load_app_module  # noqa: E402
 from test_app_hardening import call_raw  # noqa: E402
 
 pytestmark = pytest.mark.slow  # ~1 min on 2 busy cores
@@ -87,7 +86,7 @@ def visitor_checks(bench, demo, app, url, wave, work: Path) -> dict:
         clients[1].predict(label_a_only, api_name="/pick_trace")
     out["b_pick_a"] = str(err.value)
     own = res[1]["request"]["mode_names"][0]
-    out["b_pick_own"] = clients[1].predict(own, api_name="/pick_trace")[0]
+    out["b_pick_own"] = app.OpenedTrace.from_api(clients[1].predict(own, api_name="/pick_trace")).summary
     return out
 
 
@@ -115,7 +114,8 @@ def loaded(tmp_path_factory):
     os.environ["GRADIO_IS_E2E_TEST"] = "1"
     os.environ["GRADIO_TEMP_DIR"] = str(work / "gradio")
     tempfile.tempdir = str(work / "tmp")  # the visitors' trace folders land here, to be counted
-    app = load_app_module()
+    import softviz.app as app
+
     settings = app.Settings(concurrency=2, max_train_steps=4)  # what `python app/app.py --concurrency 2` runs
     demo = app.build_demo(settings)
     memory = None
@@ -150,11 +150,11 @@ def loaded(tmp_path_factory):
 
 
 def test_every_visitor_finishes_without_error_in_time(loaded):
-    _, _, report = loaded
+    app, _, report = loaded
     for wave in report["waves"]:
         errors = [r["error"] for r in wave["results"] if "error" in r]
         assert not errors and wave["wall_s"] < 240
-        assert "Finished after 2 of 2 steps" in wave["results"][-1]["out"][0]
+        assert "Finished after 2 of 2 steps" in app.TrainView.from_api(wave["results"][-1]["out"]).status
 
 
 def test_each_visitor_gets_its_own_results(loaded):
@@ -173,19 +173,20 @@ def test_each_visitor_gets_its_own_results(loaded):
                     mine = direct["traces"][label]
                     assert trace.meta["answers"] == mine.meta["answers"], (req["seed"], label)
                     assert trace.tokens.equal(mine.tokens) and trace.lengths.equal(mine.lengths), (req["seed"], label)
-                summary = re.sub(r"in \d+\.\d s\.", "", r["out"][0])
+                got = app.CompareView.from_api(r["out"])
+                summary = re.sub(r"in \d+\.\d s\.", "", got.summary)
                 assert summary == re.sub(r"in \d+\.\d s\.", "", app.summary_markdown(direct))
                 for i, label in enumerate(req["mode_names"]):
-                    assert r["out"][5 + 7 * i] == app.column_header(direct["traces"][label])
+                    assert got.slots[i].header == app.column_header(direct["traces"][label])
             finally:
                 session.close()
 
 
 def test_the_fine_tuned_model_stays_in_its_session(loaded):
-    _, _, report = loaded
+    app, _, report = loaded
     for wave in report["waves"]:
         checks = wave["checks"]
-        assert "fine-tuned from embedded" in checks["trainer_compare"][0]
+        assert "fine-tuned from embedded" in app.CompareView.from_api(checks["trainer_compare"]).summary
         assert len(checks["not_mine"]) == CLIENTS
         assert all("no fine-tuned model in this session" in m for m in checks["not_mine"])
 

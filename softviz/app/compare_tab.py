@@ -1,0 +1,226 @@
+"""The Compare tab's handlers: one problem rolled out in several modes, a result column per mode, figures across
+modes. Values are named (CompareView); softviz.app.layout lays out and wires the widgets."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from typing import Any, NamedTuple
+
+import gradio as gr
+
+from softviz import Mode, TraceConfig, analysis, viz
+from softviz.compare import compare_modes
+from softviz.config import PRESETS
+from softviz.tasks import get_task
+
+from .checks import check_float, check_int, get_model, visitor_errors
+from .session import Session
+from .settings import DEFAULT_PROBLEM, MAX_ANSWER_TOKENS, TASK, Settings
+from .views import (Outputs, RolloutView, column_header, entropy_scale, nested, responsive, rollout_figures,
+                    shadow_text, summary_markdown, unsent)
+
+
+class Problem(NamedTuple):
+    """A problem of the embedded task, as the Problem and Gold answer boxes show it."""
+
+    question: str
+    gold: str
+
+
+def random_problem() -> Problem:
+    """A random problem of the embedded task's test split."""
+    ex = get_task(TASK).example("test", random.randrange(2000))
+    return Problem(ex.question, ex.answer)
+
+
+def first_problem() -> Problem:
+    """The problem shown when the page opens: test problem 7, on which the embedded model's modes disagree
+    (hard 2/8, soft 4/8, fuzzy 2/8 correct at seed 0), so there is something to see."""
+    ex = get_task(TASK).example("test", DEFAULT_PROBLEM)
+    return Problem(ex.question, ex.answer)
+
+
+def build_modes(names, soft_tau: float, hard_tau: float, gamma: float) -> list[Mode]:
+    """Presets with the visitor's τ and γ: soft τ for soft/soft-greedy, hard τ for sampled hard tokens,
+    γ for every preset that adds noise. Fuzzy keeps its τ = 1e-4 (that is what makes it fuzzy)."""
+    modes = []
+    for name in names:
+        if name not in PRESETS:
+            raise ValueError(f"unknown mode {name!r}; choose from: {', '.join(PRESETS)}")
+        p, over = PRESETS[name], {}
+        if name in ("soft", "soft-greedy"):
+            over["cot_temperature"] = soft_tau
+        if p["kind"] == "hard" and p["cot_temperature"] > 0:
+            over["cot_temperature"] = hard_tau
+        if p.get("noise_scale", 0) > 0:
+            over["noise_scale"] = gamma
+        modes.append(Mode.preset(name, **over))
+    return modes
+
+
+def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
+            use_finetuned, settings: Settings, session: Session, progress=None) -> dict:
+    """Roll out `n` CoTs per mode on one prompt, record Traces (with fed inputs, for projections) and save them.
+
+    Returns (and keeps in session.compare): prompt, gold, traces {label: Trace}, files {label: path}, seconds.
+    """
+    t0 = time.perf_counter()
+    question = (question or "").strip()
+    if not question:
+        raise ValueError("type a problem, or press 'Random problem'")
+    if len(question) > settings.max_prompt_chars:
+        raise ValueError(f"the problem has {len(question)} characters; this server accepts {settings.max_prompt_chars}")
+    gold = (gold or "").strip() or None
+    if gold and len(gold) > settings.max_prompt_chars:
+        raise ValueError(f"the gold answer has {len(gold)} characters; this server accepts {settings.max_prompt_chars}")
+    mode_names = list(mode_names or [])
+    if not mode_names:
+        raise ValueError("pick at least one mode to compare")
+    if len(mode_names) > settings.max_modes:
+        raise ValueError(f"pick at most {settings.max_modes} modes (one result column each); "
+                         f"you picked {len(mode_names)}")
+    n = check_int("rollouts per mode", n, 1, settings.max_rollouts)
+    max_cot_tokens = check_int("max CoT tokens", max_cot_tokens, 1, settings.max_cot_tokens)
+    seed = check_int("seed", seed, 0, 2**31 - 1)
+    modes = build_modes(mode_names, check_float("soft τ", soft_tau, 1e-4, 10),
+                        check_float("hard τ", hard_tau, 1e-4, 10), check_float("γ", gamma, 0, 10))
+    if use_finetuned:
+        if session.finetuned is None:
+            raise ValueError("there is no fine-tuned model in this session yet: run one in the Train tab first")
+        model, tok = session.finetuned["model"], session.finetuned["tokenizer"]
+    else:
+        model, tok = get_model(model_name, settings)
+    task = get_task(TASK)
+    folder = session.files()
+    stamp = time.strftime("%H%M%S")
+
+    def step(i, total, label):
+        if progress is not None:
+            progress((i, total), desc=f"rolling out {label}", unit="modes")
+
+    result = compare_modes(model, tok, task, question, modes, n=n, gold=gold, max_cot_tokens=max_cot_tokens,
+                           max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed, trace=TraceConfig(keep_inputs=True),
+                           progress=step)
+    prompt, traces, files = result.prompt, {}, {}
+    for summary in result.summaries:
+        trace = summary.rollouts.trace
+        if use_finetuned:
+            trace.meta["model"] = f"fine-tuned from {session.finetuned['base']}"
+        traces[summary.label] = trace
+        files[summary.label] = str(trace.save(folder / f"trace-{summary.label}-{stamp}.safetensors"))
+    session.compare = {"prompt": prompt, "gold": gold, "traces": traces, "files": files, "n": n,
+                       "model": traces[modes[0].label].meta["model"], "seconds": time.perf_counter() - t0}
+    return session.compare
+
+
+# ---- what Compare shows --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class AcrossModes(Outputs):
+    """The figures below the columns (None: left blank)."""
+
+    profiles: Any = None  # entropy per step, all modes
+    diversity: Any = None  # of the answers
+    projection: Any = None  # the fed inputs in 2-D (PCA); None under 3 fed inputs in all
+    pass_at_k: Any = None  # None without a gold answer
+
+
+@dataclasses.dataclass
+class CompareSlot(Outputs):
+    """A mode's result column."""
+
+    column: Any = unsent()  # gr.Column update: shown or hidden
+    header: Any  # markdown: the mode, what it feeds back, accuracy, distinct answers
+    shadow_text: Any  # [(token, entropy / scale)] of every rollout, for gr.HighlightedText
+    entropy_heatmap: Any
+    rollout: RolloutView = nested(RolloutView)  # the rollout chosen with the slider, step by step
+    download: Any  # gr.DownloadButton update: the mode's trace file
+
+    @classmethod
+    def hidden(cls) -> "CompareSlot":
+        """An unused column."""
+        return cls(column=gr.Column(visible=False), header="", shadow_text=None, entropy_heatmap=None,
+                   rollout=RolloutView(), download=gr.DownloadButton(visible=False))
+
+
+@dataclasses.dataclass
+class CompareView(Outputs):
+    """Everything the Compare button sets: the summary table, the figures across modes, a column per mode (as
+    many as the host allows; those unused hidden), the rollout slider's range, Explore's menu of modes."""
+
+    summary: Any  # markdown table, one line per mode
+    across: AcrossModes = nested(AcrossModes)
+    slots: list[CompareSlot] = nested(CompareSlot, many=True)
+    rollout_slider: Any  # gr.Slider update
+    explore_menu: Any  # gr.Dropdown update: the modes of this comparison
+    session: Any = unsent()
+
+
+def shared_figures(result: dict) -> AcrossModes:
+    """Figures across modes: entropy profiles, diversity, 2-D projection of the fed inputs, pass@k."""
+    traces = result["traces"]
+    curves = None
+    if result["gold"]:
+        curves = {}
+        for label, tr in traces.items():
+            counts, n = analysis.correct_counts(tr)
+            curves[label] = analysis.pass_at_k_curve(counts, n)
+    try:
+        projection = responsive(viz.projection(traces, color_by="mode"))
+    except ValueError:  # under 3 fed inputs in all (e.g. 1 rollout of 2 CoT tokens): nothing to project
+        projection = None
+    return AcrossModes(profiles=responsive(viz.entropy_profiles(traces)), diversity=responsive(viz.diversity(traces)),
+                       projection=projection, pass_at_k=responsive(viz.pass_at_k(curves)) if curves else None)
+
+
+def compare_view(result: dict, session: Session, rollout: int, slots: int, details: bool = True) -> CompareView:
+    """The result area for `slots` columns (unused ones hidden). Without `details`, the figures of one rollout
+    and those across modes are left blank."""
+    traces = list(result["traces"].items())
+    scale = entropy_scale(result["traces"].values())
+    columns = []
+    for label, tr in traces[:slots]:
+        columns.append(CompareSlot(
+            column=gr.Column(visible=True), header=column_header(tr), shadow_text=shadow_text(tr, scale),
+            entropy_heatmap=responsive(viz.entropy_heatmap(tr), narrow=True),
+            rollout=rollout_figures(tr, rollout) if details else RolloutView(),
+            download=gr.DownloadButton(f"Download the {label} trace (.safetensors)", value=result["files"][label],
+                                       visible=True)))
+    columns += [CompareSlot.hidden() for _ in range(slots - len(columns))]
+    n = result["n"]
+    return CompareView(summary=summary_markdown(result), across=shared_figures(result) if details else AcrossModes(),
+                       slots=columns,
+                       rollout_slider=gr.Slider(minimum=0, maximum=max(n - 1, 1), value=0, step=1, interactive=n > 1),
+                       explore_menu=gr.Dropdown(choices=list(result["traces"]), value=None), session=session)
+
+
+def add_details(view: CompareView, result: dict, rollout: int) -> CompareView:
+    """compare_view(..., details=False) completed with the figures of one rollout and those across modes."""
+    slots = list(view.slots)
+    for i, trace in enumerate(result["traces"].values()):
+        slots[i] = dataclasses.replace(slots[i], rollout=rollout_figures(trace, rollout))
+    return dataclasses.replace(view, across=shared_figures(result), slots=slots)
+
+
+@visitor_errors
+def on_compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
+               use_finetuned, settings: Settings, session: Session, progress=gr.Progress()):
+    """The Compare button: roll out, then fill the result area in two updates (CompareViews): answers, shadow
+    texts and entropy first; then everything, with the figures of one rollout and those across modes (the last
+    update is whole, so an API client's predict() gets it all). Offers the traces to Explore."""
+    result = compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
+                     use_finetuned, settings, session, progress)
+    first = compare_view(result, session, 0, settings.max_modes, details=False)
+    yield first
+    yield add_details(first, result, 0)
+
+
+@visitor_errors
+def on_rollout(rollout, settings: Settings, session: Session) -> list[RolloutView]:
+    """The rollout slider: redraw the per-rollout figures of every column from the stored traces (blank for the
+    unused columns)."""
+    traces = list((session.compare or {}).get("traces", {}).values())
+    return [rollout_figures(traces[i], rollout) if i < len(traces) else RolloutView()
+            for i in range(settings.max_modes)]

@@ -1,0 +1,116 @@
+"""What the host allows (Settings, from flags and SOFTVIZ_* environment variables) and the app's fixed choices."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+DESCRIPTION = "The softviz Gradio app: compare CoT decoding modes side by side, fine-tune live, explore saved Traces."
+TASK = "arithmetic"  # the embedded model's task: its prompt format, answer cue and checker
+EMBEDDED = "embedded"
+DEFAULT_MODES = ("hard", "soft", "fuzzy")
+# the paper's trainable settings (the noise gives a density, eq. 9), and SofT-GRPO's Gumbel top-5 mixtures
+TRAIN_MODES = ("hard", "soft", "fuzzy", "soft-grpo")
+MAX_ANSWER_TOKENS = 16  # answers of the embedded task are a few digits (the paper allows 32)
+DEFAULT_PROBLEM = 7  # index in the test split of the problem shown first (see first_problem)
+BEFORE_AFTER_PROMPTS = 8  # held-out test problems rolled out before and after a fine-tune...
+BEFORE_AFTER_SAMPLES = 4  # ...this many times each
+MODE_HELP = {  # what each preset feeds back as the next CoT input (softviz.config.KINDS has the long form)
+    "hard": "the embedding of a sampled token", "hard-greedy": "the embedding of the most likely token",
+    "soft": "the mixture p·E over the vocabulary, plus noise σε", "soft-greedy": "the mixture p·E, no noise",
+    "fuzzy": "an almost one-hot mixture p·E, plus noise σε", "fuzzy-greedy": "an almost one-hot p·E, no noise",
+    "soft-thinking": "a top-k/top-p mixture (Zhang et al. 2025)",
+    "soft-thinking-cold-stop": "Soft Thinking; the CoT stops once entropy stays low",
+    "mixture-of-inputs": "a sampled token's embedding mixed with p·E (Zhuang et al. 2025)",
+    "gumbel": "Gumbel-softmax weights on the top k (Wu et al. 2025)",
+    "dirichlet": "Dirichlet-sampled weights on the top k (Wu et al. 2025)",
+    "soft-grpo": "Gumbel-softmax weights (τ_g 0.1) on the top 5 (SofT-GRPO, Zheng et al. 2025)",
+}
+
+
+def _setting(default, help: str):
+    """A Settings field; its help is the one description of the flag and environment variable."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the host allows. Visitors choose within these limits, and every handler checks them again on the
+    server (a widget's maximum is only a hint to the browser). Each field reads SOFTVIZ_<FIELD> and --<field>."""
+
+    models: tuple[str, ...] = _setting((EMBEDDED,), "comma-separated allow-list of model folders or Hub ids shown in "
+                                        "the model menu, first = default; 'embedded' is the built-in model")
+    max_rollouts: int = _setting(32, "rollouts per mode in Compare")
+    max_modes: int = _setting(6, "modes per comparison (one result column each)")
+    max_cot_tokens: int = _setting(128, "CoT length limit in Compare and Train")
+    max_prompt_chars: int = _setting(2000, "longest problem text accepted")
+    max_train_steps: int = _setting(60, "RL steps per fine-tune (a step of the embedded model takes ~0.8 s on 2 "
+                                        "cores at 4 prompts x 8 rollouts)")
+    max_train_rollouts: int = _setting(64, "prompts per step x group size in a fine-tune")
+    max_upload_mb: int = _setting(20, "largest Trace file Explore accepts, in MB")
+    concurrency: int = _setting(1, "comparisons running at once (more helps only with more cores or a GPU)")
+    train_concurrency: int = _setting(1, "fine-tunes running at once; each holds a private copy of the model")
+    max_queue: int = _setting(32, "waiting requests beyond which new ones are refused with a message")
+    session_ttl_s: int = _setting(3600, "seconds after which an API client's unused session (fine-tuned model, "
+                                        "traces) is dropped; a browser's is dropped when its tab closes")
+    device: str | None = _setting(None, "cpu, cuda, ... (default: CUDA when available)")
+
+    def __post_init__(self):
+        models = tuple(m.strip() for m in self.models if m.strip())
+        if not models:
+            raise ValueError("Settings.models is empty: allow at least one model (e.g. 'embedded')")
+        object.__setattr__(self, "models", tuple(dict.fromkeys(models)))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"Settings.{f.name} = {value!r} is invalid: allowed an integer >= 1")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> "Settings":
+        """Defaults, then SOFTVIZ_<FIELD> environment variables, then `overrides` (e.g. parsed flags)."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(f"SOFTVIZ_{f.name.upper()}")
+            if raw not in (None, ""):
+                values[f.name] = _parse_field(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _parse_field(f: dataclasses.Field, raw: str):
+    if f.name == "models":
+        return tuple(m for m in raw.split(",") if m.strip())
+    if f.type == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{f.name} must be an integer, got {raw!r}") from None
+    return raw
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors as one line, `softviz app: error: ...` (exit 2), as the softviz command prints them."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+
+def parse_args(argv=None, environ=None) -> tuple[Settings, argparse.Namespace]:
+    """Flags override SOFTVIZ_* environment variables, which override the defaults."""
+    parser = _Parser(prog="softviz app", description=DESCRIPTION)
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (0.0.0.0 to serve a network)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--share", action="store_true", help="also open a temporary public *.gradio.live link")
+    for f in dataclasses.fields(Settings):
+        default = ",".join(f.default) if f.name == "models" else f.default
+        doc = f"{f.metadata['help']} (env SOFTVIZ_{f.name.upper()}; default {default})"
+        parser.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else str, default=None,
+                            help=doc)
+    args = parser.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(Settings)}
+    if overrides["models"] is not None:
+        overrides["models"] = tuple(m for m in overrides["models"].split(",") if m.strip())
+    return Settings.from_env(environ, **overrides), args

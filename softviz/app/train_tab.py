@@ -1,0 +1,166 @@
+"""The Train tab's handlers: an RL fine-tune of a private copy of the model, streamed step by step (TrainView),
+then the same held-out problems solved before and after; Cancel stops it between steps."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import html
+import time
+from typing import Any
+
+import gradio as gr
+
+from softviz import Mode, Trace, analysis, generate, viz
+from softviz.config import ALGORITHMS, RLConfig
+from softviz.tasks import get_task
+
+from .checks import check_float, check_int, get_model, visitor_errors
+from .session import Session
+from .settings import BEFORE_AFTER_SAMPLES, BEFORE_AFTER_PROMPTS, MAX_ANSWER_TOKENS, TASK, TRAIN_MODES, Settings
+from .views import Outputs, mean_entropy, responsive, unsent
+
+
+def before_after_rollouts(model, tok, mode: Mode, examples, seed: int = 0) -> Trace:
+    """The same held-out problems, BEFORE_AFTER_SAMPLES rollouts each, greedy answers: a Trace with correctness."""
+    task = get_task(TASK)
+    r = generate(model, tok, [task.prompt(e) for e in examples], mode.replace(answer_temperature=0.0),
+                 n=BEFORE_AFTER_SAMPLES, max_cot_tokens=64, max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed,
+                 trace=True, answer_cue=task.answer_cue)
+    golds = [examples[i].answer for i in r.prompt_index.tolist()]
+    r.trace.meta["golds"] = golds
+    r.trace.meta["correct"] = [task.is_correct(a, g) for a, g in zip(r.answers, golds)]
+    return r.trace
+
+
+def before_after_table(examples, before: Trace, after: Trace) -> list[list[str]]:
+    """Rows: problem, gold, answers before, answers after (each 'answer ×count', correct ones marked ✓)."""
+    def cell(trace, p):
+        counts = analysis.distinct_answers(trace, prompt=p)
+        ok = sum(c for c, i in zip(trace.meta["correct"], trace.meta["prompt_index"]) if i == p)
+        return f"{ok}/{BEFORE_AFTER_SAMPLES} correct · answers " + ", ".join(f"{a} ×{c}" for a, c in counts.items())
+    return [[e.question, e.answer, cell(before, p), cell(after, p)] for p, e in enumerate(examples)]
+
+
+def _share_correct(trace: Trace) -> float:
+    return sum(trace.meta["correct"]) / len(trace.meta["correct"])
+
+
+def _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings) -> RLConfig:
+    if mode not in TRAIN_MODES:
+        raise ValueError(f"training mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    steps = check_int("steps", steps, 1, settings.max_train_steps)
+    group_size = check_int("group size", group_size, 2, settings.max_train_rollouts)
+    prompts_per_step = check_int("prompts per step", prompts_per_step, 1, settings.max_train_rollouts)
+    if group_size * prompts_per_step > settings.max_train_rollouts:
+        raise ValueError(f"prompts per step × group size = {prompts_per_step * group_size} rollouts per step; "
+                         f"this server allows {settings.max_train_rollouts}")
+    lr = check_float("learning rate", learning_rate, 1e-7, 1e-2)
+    # Validation (greedy accuracy) about five times per run, on 64 problems: ~1 s each on the embedded model.
+    return RLConfig(mode=mode, algorithm=algorithm, steps=steps, learning_rate=lr, group_size=group_size,
+                    prompts_per_step=prompts_per_step, warmup_steps=min(5, steps // 4),
+                    max_cot_tokens=min(64, settings.max_cot_tokens), eval_every=max(1, steps // 5), eval_size=64,
+                    save_every=0)
+
+
+def status_html(text: str, done: int | None = None, total: int | None = None) -> str:
+    """Train's status line, above a progress bar when the steps done are known (Gradio's own progress display
+    hides while a generator streams its updates, so the bar is part of the status)."""
+    bar = ""
+    if total:
+        bar = (f'<div class="sv-bar" role="progressbar" aria-valuenow="{done}" aria-valuemax="{total}">'
+               f'<span style="width:{100 * done / total:.1f}%"></span></div>')
+    return f'<div class="sv-status">{html.escape(text)}</div>{bar}'
+
+
+def _train_status(m: dict, cfg: RLConfig, t0: float) -> str:
+    if m["step"] == 0:
+        text = (f"Step 0 / {cfg.steps}: greedy validation accuracy of the starting model "
+                f"{100 * m['val/greedy_accuracy']:.1f}%")
+    else:
+        val = f" · greedy validation {100 * m['val/greedy_accuracy']:.1f}%" if "val/greedy_accuracy" in m else ""
+        text = (f"Step {m['step']} / {cfg.steps} ({time.perf_counter() - t0:.0f} s): mean reward {m['reward']:.1f}, "
+                f"accuracy of the step's rollouts {100 * m['accuracy']:.0f}%, CoT entropy {m['entropy']:.3f} nats{val}")
+    return status_html(text, m["step"], cfg.steps)
+
+
+@dataclasses.dataclass
+class TrainView(Outputs):
+    """What a fine-tune shows after every step; the before/after fields are filled once it ends."""
+
+    status: Any  # HTML: the status line and a progress bar
+    curves: Any = None  # training curves so far
+    before_after: Any = ""  # markdown: accuracy and entropy before -> after
+    entropy: Any = None  # figure: entropy before and after
+    answers: Any = None  # table rows: problem, gold, answers before, answers after
+    use_finetuned: Any = None  # Compare's 'use my fine-tuned model' checkbox (update)
+    session: Any = unsent(default=None)
+
+
+@visitor_errors
+def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings,
+             session: Session, progress=gr.Progress()):
+    """Train: fine-tune a private copy of the model, yielding a TrainView after every step. Cancel stops it
+    between steps."""
+    from softviz.train import train
+
+    cfg = _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings)
+    base, tok = get_model(model_name, settings)
+    requested = session.train_requested_at or time.monotonic()  # API calls skip the button's pre-step
+    session.train_requested_at = None
+
+    def cancelled() -> bool:  # Cancel pressed after this run was requested (also while it waited), or tab closed
+        return session.closed or (session.cancel_at is not None and session.cancel_at >= requested)
+
+    keep = gr.Checkbox()  # leave Compare's checkbox as it is until the run ends
+    if cancelled():
+        yield TrainView(status_html("Cancelled before it started."), use_finetuned=keep, session=session)
+        return
+    task = get_task(TASK)
+    examples = task.examples("test", BEFORE_AFTER_PROMPTS)
+    label = f"{cfg.mode} / {cfg.algorithm}"
+    yield TrainView(status_html("Measuring the model before training…", 0, cfg.steps), use_finetuned=keep,
+                    session=session)
+    before = before_after_rollouts(base, tok, Mode.preset(cfg.mode), examples)
+    model = copy.deepcopy(base)  # the shared model stays read-only; this copy is the visitor's alone
+    metrics, t0, stopped = [], time.perf_counter(), False
+    for m in train(model, tok, cfg, output_dir=None, progress=False):
+        metrics.append(m)
+        progress((m["step"], cfg.steps), desc="RL steps", unit="steps")
+        yield TrainView(_train_status(m, cfg, t0), curves=responsive(viz.training_curves({label: metrics}, smooth=3)),
+                        use_finetuned=keep, session=session)
+        if cancelled():
+            stopped = True
+            break
+    if session.closed:
+        return
+    after = before_after_rollouts(model, tok, Mode.preset(cfg.mode), examples)
+    done = metrics[-1]["step"] if metrics else 0
+    session.finetuned = {"model": model, "tokenizer": tok, "base": model_name, "config": cfg, "metrics": metrics}
+    status = status_html(f"{'Cancelled' if stopped else 'Finished'} after {done} of {cfg.steps} steps "
+                         f"({time.perf_counter() - t0:.0f} s). The fine-tuned model is yours for this session: tick "
+                         "'use my fine-tuned model' in Compare to try it.", done, cfg.steps)
+    summary = (f"### Before / after, on the same {len(examples)} held-out problems × {BEFORE_AFTER_SAMPLES} rollouts "
+               f"({cfg.mode}, greedy answers)\nCorrect: **{100 * _share_correct(before):.0f}%** before → "
+               f"**{100 * _share_correct(after):.0f}%** after. Mean CoT entropy: {mean_entropy(before):.3f} → "
+               f"{mean_entropy(after):.3f} nats.")
+    yield TrainView(status, curves=responsive(viz.training_curves({label: metrics}, smooth=3)), before_after=summary,
+                    entropy=responsive(viz.entropy_before_after(before, after)),
+                    answers=before_after_table(examples, before, after),
+                    use_finetuned=gr.Checkbox(interactive=True,
+                                              label=f"use my fine-tuned model ({label}, {done} steps)"),
+                    session=session)
+
+
+def on_train_requested(session: Session) -> str:
+    """Train's first, unqueued step: note when it was pressed, so that Cancel also stops a run still queued."""
+    session.train_requested_at = time.monotonic()
+    return status_html("Waiting for a free trainer (fine-tunes run one at a time on this server)…")
+
+
+def on_cancel(session: Session) -> str:
+    """Cancel: the fine-tune stops after its current step and still shows the before/after comparison."""
+    session.cancel_at = time.monotonic()
+    return status_html("Stopping after the current step…")
