@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test screenshots lab bench embedded-model browser clean
+.PHONY: run demo test screenshots lab bench embedded-model embedded-report figures browser clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,9 +46,17 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_viz.py
 	$(BIN)/python benchmarks/bench_app.py
 
-## re-train the embedded model from scratch (about 20 minutes on 2 CPU cores)
+## re-train the embedded model from scratch (seeded; stops early, within an hour on 2 CPU cores)
 embedded-model: $(STAMP)
 	$(BIN)/python -m softviz.embedded
+
+## measure it on the test split of every family: results/embedded_model.json (about 15 minutes on 2 cores)
+embedded-report: $(STAMP)
+	$(BIN)/python -m softviz.embedded --report results/embedded_model.json
+
+## PNG previews of the figures from the embedded model's rollouts: results/figures/ (needs chromium)
+figures: $(STAMP) browser
+	$(BIN)/python -m softviz.gallery results/figures
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -30,6 +30,7 @@ from softviz.config import RLConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file
 from softviz.generate import embedding_matrix
+from softviz.models import model_fingerprint
 from softviz.mixing import noise_std
 from softviz.rl import gradient_snr
 from softviz.tasks import get_task
@@ -138,7 +139,7 @@ def main() -> None:
             print(f"{r['setting']:34s} {'':8s} {'':7s} {'':11s} {'':8s} {'':10s}   {accs}")
     out = {"estimates": args.estimates, "snr_batch": f"8 fixed prompts x {base.group_size} rollouts",
            "pooled": args.pooled, "pooled_batch": f"{base.prompts_per_step} new prompts x {base.group_size} rollouts",
-           "val_size": args.val_size, "threads": torch.get_num_threads(),
+           "val_size": args.val_size, "threads": torch.get_num_threads(), "model_sha256": model_fingerprint(model),
            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(args.out) as tmp:

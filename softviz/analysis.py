@@ -99,6 +99,41 @@ def nearest_summary(trace: Trace) -> dict[str, np.ndarray]:
     }
 
 
+BRANCH_ENTROPY = 0.672  # nats: the 80th percentile of CoT token entropy in a real reasoning LLM (Wang et al. 2025,
+# "Beyond the 80/20 rule"), used as the line above which a step is a "forking" token
+BRANCH_WEIGHT = 0.9  # a mixture whose largest weight is below this is visibly a blend of tokens
+
+
+def branch_points(trace: Trace, entropy_threshold: float = BRANCH_ENTROPY,
+                  weight_threshold: float = BRANCH_WEIGHT) -> dict:
+    """Where the model is unsure: the CoT steps worth a look, by two measures.
+
+    Args:
+        entropy_threshold: a step is uncertain when the entropy of softmax(logits) at temperature 1 exceeds this
+            (nats). This is the model's own uncertainty, whatever the mode's temperature.
+        weight_threshold: a step is blended when the largest weight actually mixed (at the mode's temperature;
+            for hard modes, of the sampling distribution) is below this.
+
+    Returns: {"uncertain": (B, T) bool, "blended": (B, T) bool, False past each rollout's length;
+        "steps": the number of CoT steps, "frac_uncertain", "frac_blended": their shares of those steps (NaN when
+        there are none); "positions": [(rollout, step), ...] where either holds, in order}.
+    """
+    if not isinstance(trace, Trace):
+        raise ValueError(f"branch_points needs a Trace, got {type(trace).__name__}")
+    for name, value in (("entropy_threshold", entropy_threshold), ("weight_threshold", weight_threshold)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or np.isnan(value):
+            raise ValueError(f"{name} = {value!r} is invalid: give a number (inf: no step passes)")
+    valid = valid_mask(trace)
+    uncertain = (_np(trace.entropy) > entropy_threshold) & valid
+    w = _np(trace.topk_weights)
+    top1 = w[..., 0] if w.shape[-1] else np.ones(valid.shape, dtype=np.float32)
+    blended = (top1 < weight_threshold) & valid
+    steps = int(valid.sum())
+    share = (lambda m: float(m.sum()) / steps) if steps else (lambda m: float("nan"))
+    return {"uncertain": uncertain, "blended": blended, "steps": steps, "frac_uncertain": share(uncertain),
+            "frac_blended": share(blended), "positions": [tuple(map(int, p)) for p in np.argwhere(uncertain | blended)]}
+
+
 # ---- answers and correctness ------------------------------------------------------------------------------
 
 def num_prompts(trace: Trace) -> int:

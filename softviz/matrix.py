@@ -114,7 +114,11 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
     from softviz.train import train
 
     out = make_folder(out_dir)
-    spec = {"config": dataclasses.asdict(cfg), "model": model or "embedded"}
+    from softviz.models import EMBEDDED_DIR, model_digest
+
+    source = Path(model) if model else EMBEDDED_DIR
+    spec = {"config": dataclasses.asdict(cfg), "model": model or "embedded",
+            "model_sha256": model_digest(source) if source.is_dir() and any(source.glob("*.safetensors")) else None}
     if (out / "config.json").exists():  # more seeds may be added to a finished run; nothing else may change
         old = json.loads((out / "config.json").read_text())
         new = json.loads(json.dumps(spec))

@@ -190,6 +190,32 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
+def model_digest(folder: str | os.PathLike = EMBEDDED_DIR, length: int = 12) -> str:
+    """The first `length` hex digits of the sha256 of a model folder's weights (model.safetensors, or every
+    *.safetensors shard in name order): which model a run or a figure came from."""
+    import hashlib
+
+    files = sorted(Path(folder).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder} holds no .safetensors weights to fingerprint")
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:length]
+
+
+def model_fingerprint(model) -> str | None:
+    """model_digest of the folder a loaded model came from (the embedded model or a local folder); None for a model
+    from the Hub or built in memory (its name says which)."""
+    name = getattr(model, "name_or_path", None)
+    folder = EMBEDDED_DIR if name == EMBEDDED_NAME else Path(str(name)) if name else None
+    if folder is None or not folder.is_dir() or not any(folder.glob("*.safetensors")):
+        return None
+    return model_digest(folder)
+
+
 def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = None,
                meta_file: str = "softviz.json") -> Path:
     """save_pretrained the model and tokenizer (plus optional JSON metadata) into a temporary sibling, then
@@ -205,6 +231,9 @@ def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = 
         tokenizer.save_pretrained(tmp)
         if meta is not None:
             (tmp / meta_file).write_text(json.dumps(meta, indent=2) + "\n")
+        for f in tmp.iterdir():  # some writers make their files private; a model folder is meant to be shared
+            if f.is_file():
+                f.chmod(0o644)
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
             os.replace(folder, old)

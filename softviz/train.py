@@ -28,7 +28,7 @@ from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file, make_folder
 from softviz.generate import embedding_matrix, generate
-from softviz.models import save_model
+from softviz.models import model_fingerprint, save_model
 from softviz.tasks import get_task
 from softviz.tasks.base import Task
 
@@ -36,6 +36,7 @@ CHECKPOINT = "checkpoint.pt"
 BEST = "best"
 FINAL = "final"  # the model after the last step, always written when a run finishes
 METRICS = "metrics.jsonl"
+RUN_INFO = "run.json"  # the config and the starting model's name and sha256 (models.model_fingerprint)
 
 
 class NonFiniteError(ValueError):
@@ -259,6 +260,10 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
                        max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed).pass_at[1]
         return par.mean({"acc": acc})["acc"]
 
+    if start == 0 and writes:  # which run this is: its config and the model it started from
+        with atomic_file(out / RUN_INFO) as tmp:
+            Path(tmp).write_text(json.dumps({"config": dataclasses.asdict(cfg), "model": str(model.name_or_path),
+                                             "model_sha256": model_fingerprint(model)}, indent=1) + "\n")
     if start == 0 and cfg.eval_every:  # the starting point of the curve, and the first "best" model
         best = validate()
         if writes:

@@ -187,3 +187,28 @@ def test_project_inputs_has_one_point_per_rollout_and_step(traces):
 def test_project_inputs_umap(traces):
     table = analysis.project_inputs(traces, method="umap", max_points=300)
     assert len(table["x"]) == 300 and np.isfinite(table["x"]).all() and np.isfinite(table["y"]).all()
+
+
+def test_branch_points_count_the_uncertain_and_blended_steps(traces):
+    t = traces["soft"]
+    bp = analysis.branch_points(t)
+    valid = t.mask.numpy()
+    H, top1 = t.entropy.numpy(), t.topk_weights[..., 0].numpy()
+    assert bp["steps"] == valid.sum()
+    assert np.array_equal(bp["uncertain"], (H > 0.672) & valid) and np.array_equal(bp["blended"], (top1 < 0.9) & valid)
+    assert bp["frac_uncertain"] == pytest.approx(((H > 0.672) & valid).sum() / valid.sum())
+    assert bp["frac_blended"] == pytest.approx(((top1 < 0.9) & valid).sum() / valid.sum())
+    assert bp["positions"] == sorted({(int(b), int(s)) for b, s in zip(*np.nonzero((H > 0.672) | (top1 < 0.9)))
+                                      if valid[b, s]})
+    # thresholds move the count the right way, and the extremes are all or nothing
+    everything = analysis.branch_points(t, entropy_threshold=-1.0, weight_threshold=2.0)
+    assert everything["frac_uncertain"] == everything["frac_blended"] == 1.0
+    nothing = analysis.branch_points(t, entropy_threshold=math.inf, weight_threshold=0.0)
+    assert nothing["positions"] == [] and nothing["frac_uncertain"] == 0.0
+    # hard rollouts record the sampling distribution's top weight: with τ = 1 it is p's, so blended <-> uncertain-ish
+    hard = analysis.branch_points(traces["hard"])
+    assert 0.0 <= hard["frac_blended"] <= 1.0 and hard["steps"] == traces["hard"].mask.sum()
+    with pytest.raises(ValueError, match="entropy_threshold"):
+        analysis.branch_points(t, entropy_threshold=float("nan"))
+    with pytest.raises(ValueError, match="needs a Trace"):
+        analysis.branch_points(t.entropy)

@@ -160,6 +160,16 @@ def test_compare_replays_with_the_same_seed(app, settings, problem, compared):
     assert again["traces"]["soft"].meta["answers"] == session.compare["traces"]["soft"].meta["answers"]
 
 
+def test_a_typed_question_is_answered(app, settings):
+    """What a new user types first: "What is 17 times 3?" (held out of the model's training in every wording),
+    hard-greedy -> 51, shown right against the gold answer typed beside it."""
+    out = last(app.on_compare("embedded", "What is 17 times 3?", "51", ["hard-greedy"], 1, 0.5, 1.0, 0.33, 64, 0,
+                              False, settings, app.Session()))
+    trace = out.session.compare["traces"]["hard-greedy"]
+    assert trace.meta["answers"] == ["51"] and trace.meta["correct"] == [True]
+    assert "51" in out.slots[0].header and "User: What is 17 times 3? Assistant:" in trace.meta["prompts"]
+
+
 def test_rollout_slider_redraws_the_per_rollout_figures(app, settings, compared):
     session = compared[0]
     out = app.on_rollout(3, settings, session)

@@ -5,12 +5,12 @@ from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, Example, Task, extract_boxe
 from softviz.tasks.gsm8k import GSM8KTask
 from softviz.tasks.math import MATHTask
 
-TASKS = ("arithmetic", "arithmetic-story", "arithmetic-puzzle", "gsm8k", "math")
+TASKS = ("arithmetic", "arithmetic-story", "arithmetic-plain", "arithmetic-puzzle", "gsm8k", "math")
 
 
 def get_task(name: str, **kwargs) -> Task:
-    """A task by name: 'arithmetic' (the embedded task, alias of 'arithmetic-story'), 'arithmetic-puzzle',
-    'gsm8k' or 'math' (train on MATH, test on MATH-500).
+    """A task by name: 'arithmetic' (the embedded task, alias of 'arithmetic-story'), 'arithmetic-plain'
+    (typed questions such as "What is 17 times 3?"), 'arithmetic-puzzle', 'gsm8k' or 'math' (train on MATH, test on MATH-500).
 
     `kwargs` go to the real-data tasks, e.g. get_task("gsm8k", path="data/gsm8k") for a local copy; without
     them their environment variables (SOFTVIZ_GSM8K_PATH, SOFTVIZ_MATH500_PATH, SOFTVIZ_MATH_TRAIN_PATH)
@@ -22,8 +22,8 @@ def get_task(name: str, **kwargs) -> Task:
         raise ValueError(f"task {name!r} takes no options, got {sorted(kwargs)}")
     if name in ("arithmetic", "arithmetic-story"):
         return ArithmeticTask("story")
-    if name == "arithmetic-puzzle":
-        return ArithmeticTask("puzzle")
+    if name in ("arithmetic-plain", "arithmetic-puzzle"):
+        return ArithmeticTask(name.split("-")[1])
     raise ValueError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
 
 

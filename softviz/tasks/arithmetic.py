@@ -1,9 +1,11 @@
 """The embedded task: multi-step arithmetic word problems in the paper's prompt format.
 
-`User: <question> Assistant: <reasoning steps> The final answer is: \\boxed{<n>}`. Two families share
-the arithmetic but not the wording: "story" (in-domain: the embedded model is trained on it) and
-"puzzle" (held out, for out-of-domain measurements). Every example is a pure function of
-(family, split, index), so splits are reproducible and disjoint.
+`User: <question> Assistant: <reasoning steps> The final answer is: \\boxed{<n>}`. Three families:
+"story" (word problems; the embedded model is trained on it and RL trains on it by default), "plain"
+(arithmetic questions as people type them, e.g. "What is 17 times 3?", softviz/tasks/plain.py; also in the
+embedded model's training mix) and "puzzle" (the story's arithmetic in held-out wording, for out-of-domain
+measurements). Every example is a pure function of (family, split, seed, index), so splits are reproducible; the
+train split skips every problem of the validation and test splits (plain: the same arithmetic in any wording).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import random
 
 from softviz import checks
+from softviz.tasks import plain
 from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, Example, Task
 
 NAMES = ["Tom", "Anna", "Ben", "Lily", "Sam", "Mia", "Max", "Emma", "Leo", "Zoe", "Jack", "Lucy",
@@ -104,16 +107,21 @@ def make_problem(rng: random.Random, family: str = "story", mistake_rate: float 
     return " ".join(sentences), reasoning, str(value)
 
 
+FAMILIES = ("story", "plain", "puzzle")
+
+
 class ArithmeticTask(Task):
-    """Multi-step arithmetic word problems (2 to 4 of +, -, *, / on small integers).
+    """Multi-step arithmetic problems in the paper's prompt format.
 
     Args:
-        family: "story" (in-domain) or "puzzle" (held-out wording, for out-of-domain measurements).
+        family: "story" (word problems, 2 to 4 of +, -, *, / on small integers), "plain" (typed questions with
+            1 to 3 operations, see softviz/tasks/plain.py) or "puzzle" (the story's arithmetic in held-out wording,
+            for out-of-domain measurements).
     """
 
     def __init__(self, family: str = "story"):
-        if family not in ("story", "puzzle"):
-            raise ValueError(f"family must be 'story' or 'puzzle', got {family!r}")
+        if family not in FAMILIES:
+            raise ValueError(f"family = {family!r} is unknown: choose one of {', '.join(FAMILIES)}")
         self.family = family
         self.name = f"arithmetic-{family}"
 
@@ -121,8 +129,13 @@ class ArithmeticTask(Task):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         rng = _rng(self.family, split, seed, index)
-        question, reasoning, answer = make_problem(rng, self.family, mistake_rate)
-        return Example(question, answer, reasoning, {"split": split, "index": index, "family": self.family})
+        meta = {"split": split, "index": index, "family": self.family}
+        if self.family == "plain":
+            question, reasoning, answer, tree = plain.make_problem(rng, mistake_rate)
+            meta.update(expression=plain.key(tree), ops=plain.num_ops(tree))
+        else:
+            question, reasoning, answer = make_problem(rng, self.family, mistake_rate)
+        return Example(question, answer, reasoning, meta)
 
     def examples(self, split: str, n: int, *, seed: int = 0, start: int = 0,
                  mistake_rate: float = 0.0) -> list[Example]:
@@ -132,11 +145,11 @@ class ArithmeticTask(Task):
             raise ValueError(f"split = {split!r} is invalid: allowed 'train', 'validation' or 'test'")
         if split != "train":
             return [self.example(split, i, seed=seed) for i in range(start, start + n)]
-        held_out = _held_out_questions(self.family, seed)
+        held_out = _held_out(self.family, seed)
         out, i = [], start
         while len(out) < n:
             ex = self.example("train", i, seed=seed, mistake_rate=mistake_rate)
-            if ex.question not in held_out:
+            if _identity(ex) not in held_out:
                 out.append(ex)
             i += 1
         return out
@@ -145,17 +158,23 @@ class ArithmeticTask(Task):
 _HELD_OUT_SIZE = 2000  # validation and test are read from their first 2000 indices
 
 
-@functools.lru_cache(maxsize=4)
-def _held_out_questions(family: str, seed: int) -> frozenset[str]:
+def _identity(ex: Example) -> str:
+    """What makes two problems the same: the question (story, puzzle) or the arithmetic in any wording (plain)."""
+    return ex.meta.get("expression", ex.question)
+
+
+@functools.lru_cache(maxsize=8)
+def _held_out(family: str, seed: int) -> frozenset[str]:
+    """The problems the train split never holds: validation's and test's, and for plain also the probes."""
     task = ArithmeticTask(family)
-    return frozenset(task.example(s, i, seed=seed).question
-                     for s in ("validation", "test") for i in range(_HELD_OUT_SIZE))
+    found = {_identity(task.example(s, i, seed=seed)) for s in ("validation", "test") for i in range(_HELD_OUT_SIZE)}
+    return frozenset(found | (plain.PROBE_KEYS if family == "plain" else set()))
 
 
 def corpus(n: int = 2000) -> list[str]:
     """Texts covering every word both families can produce (to build the tokenizer's vocabulary)."""
     out = []
-    for family in ("story", "puzzle"):
+    for family in FAMILIES:
         task = ArithmeticTask(family)
         for i in range(n):
             ex = task.example("train", i)
@@ -163,5 +182,5 @@ def corpus(n: int = 2000) -> list[str]:
     # Make sure every template word appears even if sampling missed it.
     for table in (STORY_OPS, PUZZLE_OPS):
         out += [t for ts in table.values() for t in ts]
-    out += STORY_START + STORY_QUESTION + PUZZLE_START + PUZZLE_QUESTION + NAMES + ITEMS
-    return out
+    out += STORY_START + STORY_QUESTION + PUZZLE_START + PUZZLE_QUESTION + NAMES + ITEMS + plain.corpus_texts()
+    return out + [q for q, _, _ in plain.PROBES]
