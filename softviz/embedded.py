@@ -222,7 +222,7 @@ def report(model_dir: Path = EMBEDDED_DIR, problems: int = 500, samples: int = 3
         rows["hard-greedy"] = _row(greedy)
         if family == "plain":
             rows["hard-greedy"]["by_ops"] = {
-                str(k): {"problems": len(cs), "pass@1": sum(cs) / len(cs)}
+                str(k): {"problems": len(cs), "pass@1": sum(cs) / len(cs) if cs else None}
                 for k in (1, 2, 3) for cs in [[c for c, e in zip(greedy.correct, exs) if e.meta["ops"] == k]]}
         ks = [k for k in (1, 8, 32) if k <= samples]
         rows["hard"] = _row(evaluate(model, tok, task, exs, "hard", n=samples, ks=ks, **run))

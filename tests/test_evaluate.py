@@ -61,3 +61,22 @@ def test_solution_nll_hand_computed_and_higher_off_domain(embedded):
     assert off_domain["solution"] > 2 * in_domain["solution"]
     with pytest.raises(ValueError, match="worked solution"):
         solution_nll(model, tok, story, [Example("What is 1 + 1?", "2")])
+
+
+def test_embedded_report_covers_every_family():
+    """`python -m softviz.embedded --report` on a few problems: every family, every row, plain by operations, branch
+    points whose shares are fractions of the steps counted."""
+    import json
+
+    from softviz import embedded
+
+    table = embedded.report(problems=6, samples=4, soft_samples=2, branch_samples=2, log=lambda *_: None)
+    assert set(table["families"]) == {"story", "plain", "puzzle"} and table["model"]["sha256"]
+    for family, rows in table["families"].items():
+        assert rows["hard"]["n"] == 4 and set(rows["hard"]["pass_at"]) == {"1"}
+        assert 0 <= rows["hard-greedy"]["pass_at"]["1"] <= 1 and rows["soft"]["n"] == rows["fuzzy"]["n"] == 2
+        bp = rows["branch_points"]
+        assert bp["steps"] > 0 and 0 <= bp["frac_top_weight_below_0.9"] <= 1
+    by_ops = table["families"]["plain"]["hard-greedy"]["by_ops"]
+    assert sum(v["problems"] for v in by_ops.values()) == 6
+    assert json.loads(json.dumps(table)) == table  # written as it stands
