@@ -87,7 +87,7 @@ def soft_text_png(trace, rollout: int, path: Path) -> bool:
 
 def main(argv=None) -> None:
     from softviz.files import atomic_file, make_folder
-    from softviz.models import model_digest, EMBEDDED_DIR
+    from softviz.models import source_digest
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="folder for the PNG files")
@@ -101,9 +101,8 @@ def main(argv=None) -> None:
             fig.write_image(str(tmp), format="png", width=width, height=520, scale=1)
     row = traces["soft"].meta["prompt_index"].index(1)
     wrote_text = soft_text_png(traces["soft"], row, out / "soft_text.png")
-    source = Path(args.model) if args.model else EMBEDDED_DIR
     info = {"model": args.model or "embedded", "prompts": [QUESTION, "test split, story family, index 7"],
-            "model_sha256": model_digest(source) if source.is_dir() else None, "soft_text": wrote_text}
+            "model_sha256": source_digest(args.model), "soft_text": wrote_text}
     with atomic_file(out / "gallery.json") as tmp:
         Path(tmp).write_text(json.dumps(info, indent=1) + "\n")
     print(f"wrote {out}")

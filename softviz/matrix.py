@@ -114,11 +114,9 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
     from softviz.train import train
 
     out = make_folder(out_dir)
-    from softviz.models import EMBEDDED_DIR, model_digest
+    from softviz.models import source_digest
 
-    source = Path(model) if model else EMBEDDED_DIR
-    spec = {"config": dataclasses.asdict(cfg), "model": model or "embedded",
-            "model_sha256": model_digest(source) if source.is_dir() and any(source.glob("*.safetensors")) else None}
+    spec = {"config": dataclasses.asdict(cfg), "model": model or "embedded", "model_sha256": source_digest(model)}
     if (out / "config.json").exists():  # more seeds may be added to a finished run; nothing else may change
         old = json.loads((out / "config.json").read_text())
         new = json.loads(json.dumps(spec))

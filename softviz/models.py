@@ -206,14 +206,19 @@ def model_digest(folder: str | os.PathLike = EMBEDDED_DIR, length: int = 12) -> 
     return h.hexdigest()[:length]
 
 
-def model_fingerprint(model) -> str | None:
-    """model_digest of the folder a loaded model came from (the embedded model or a local folder); None for a model
-    from the Hub or built in memory (its name says which)."""
-    name = getattr(model, "name_or_path", None)
-    folder = EMBEDDED_DIR if name == EMBEDDED_NAME else Path(str(name)) if name else None
-    if folder is None or not folder.is_dir() or not any(folder.glob("*.safetensors")):
+def source_digest(name_or_path: str | os.PathLike | None) -> str | None:
+    """model_digest of what load_model(name_or_path) reads: None / "embedded" or a local folder; None for a Hub id
+    (its name says which) or a folder without safetensors weights."""
+    folder = EMBEDDED_DIR if name_or_path in (None, EMBEDDED_NAME) else Path(name_or_path)
+    if not folder.is_dir() or not any(folder.glob("*.safetensors")):
         return None
     return model_digest(folder)
+
+
+def model_fingerprint(model) -> str | None:
+    """source_digest of the folder a loaded model came from; None for a model built in memory."""
+    name = getattr(model, "name_or_path", None)
+    return source_digest(str(name)) if name else None
 
 
 def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = None,

@@ -78,12 +78,11 @@ def test_questions_parse_and_gold_answers_are_exact():
         assert eqs[-1].endswith(f"= {ex.answer}")
 
 
-def _leaves_and_steps(tree):
+def _operations(tree):
+    """Every (op, left, right) node of a tree."""
     if isinstance(tree, int):
-        return [], []
-    op, left, right = tree
-    l_steps = _leaves_and_steps(left)[1] + _leaves_and_steps(right)[1]
-    return [], l_steps + [(op, left, right)]
+        return []
+    return _operations(tree[1]) + _operations(tree[2]) + [tree]
 
 
 def test_difficulty_bounds_hold():
@@ -93,7 +92,7 @@ def test_difficulty_bounds_hold():
         tree = plain.draw_tree(rng, 1 + i % 3)
         counts[plain.num_ops(tree)] += 1
         brackets += plain.has_brackets(tree)
-        for op, left, right in _leaves_and_steps(tree)[1]:
+        for op, left, right in _operations(tree):
             x, y = plain.value(left), plain.value(right)
             assert 0 <= plain.apply(op, x, y) <= 1000  # every intermediate value
             if op in "+-":

@@ -113,13 +113,8 @@ def _tree(rng: random.Random, n_ops: int) -> Tree | None:
             if left is None or value(left) % d:
                 return None
         tree = ("/", left, divisor)
-    inner = [] if isinstance(tree, int) else [tree]
-    while inner:  # every intermediate value within 0..MAX_VALUE
-        t = inner.pop()
-        if not 0 <= value(t) <= MAX_VALUE:
-            return None
-        inner += [c for c in t[1:] if not isinstance(c, int)]
-    return tree
+    # every intermediate value within 0..MAX_VALUE: subtrees were checked when they were drawn, so the root remains
+    return tree if 0 <= value(tree) <= MAX_VALUE else None
 
 
 def draw_tree(rng: random.Random, n_ops: int) -> Tree:
@@ -151,14 +146,6 @@ def key(tree: Tree) -> str:
 
 def has_brackets(tree: Tree) -> bool:
     return "(" in key(tree)
-
-
-def steps(tree: Tree) -> list[tuple[int, str, int]]:
-    """The operations in evaluation order (left subtree, right subtree, then the node): [(x, op, y), ...]."""
-    if isinstance(tree, int):
-        return []
-    op, left, right = tree
-    return steps(left) + steps(right) + [(value(left), op, value(right))]
 
 
 def question(rng: random.Random, tree: Tree) -> str:
