@@ -171,7 +171,7 @@ def check_rollouts(model, tok, S, name, tie_tol, tol):
                  max_cot_tokens=S["check_cot"], max_answer_tokens=S["answer"], answer_cue=NEVER,
                  trace=TraceConfig(top_k=2, nearest_k=0))
     excused = None
-    if mode.is_mixture:
+    if mode.policy.uses_noise:  # the Gaussian term, recomputed here without the KV cache
         E, valid = embedding_matrix(model), r.trace.mask  # (B, T) CoT steps taken
         near, lp_re = torch.zeros_like(valid), torch.zeros(valid.shape)  # near-tie positions; recomputed log-probs
         flips, worst_gap = 0, 0.0
@@ -195,7 +195,7 @@ def check_rollouts(model, tok, S, name, tie_tol, tol):
         ties = f"; near ties: {int(near[valid].sum())}, {note}" if excused is not None else ""
         yield (f"{name}: KV cache == no cache, Gaussian log-probs", ok,
                f"max |Δ| {worst:.4g}{ties} (rtol, atol {tol})")
-    lp = rl.sequence_logprobs(model, r, mode)  # one teacher-forced pass, as training computes it
+    lp = rl.sequence_logprobs(model, r)  # one teacher-forced pass, as training computes it
     cm, am = lp.cot_mask.cpu(), lp.answer_mask.cpu()
     ok_c, max_c, note = within(lp.cot.cpu()[cm], r.cot_logprobs[cm], tol, None if excused is None else excused[cm])
     ok_a, max_a, _ = within(lp.answer.cpu()[am], r.answer_logprobs[am], tol)

@@ -45,21 +45,22 @@ SETTINGS = {  # name: RLConfig overrides (the paper's defaults otherwise)
     "fuzzy": dict(mode="fuzzy"),
     "fuzzy, mean p·E detached from E": dict(mode="fuzzy", mixture_embedding_grad=False),
     "soft-grpo (Gumbel top-5)": dict(mode="soft-grpo"),
+    "multiplex (K = 3)": dict(mode="multiplex"),
 }
-DIRECTION = ("hard", "soft", "fuzzy", "soft-grpo (Gumbel top-5)")  # settings that get the direction test
+DIRECTION = ("hard", "soft", "fuzzy", "soft-grpo (Gumbel top-5)", "multiplex (K = 3)")  # settings that get the direction test
 ALPHAS = (1e-3, 3e-3)
 
 
 def estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool) -> tuple[torch.Tensor, float]:
     """K flattened gradient estimates (K, P) and the mean rollout accuracy; `fixed`: the same prompts each time."""
     mode = cfg.rollout_mode
-    sigma = noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.is_mixture else 0.0
+    sigma = noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else None
     params = [p for p in model.parameters() if p.requires_grad]
     out, acc = [], []
     for k in range(K):
         examples = task.examples("train", cfg.prompts_per_step, seed=0, start=0 if fixed else k * cfg.prompts_per_step)
-        r, rewards, adv, _ = rollout_rewards(model, tok, cfg, task, examples, mode, seed=1000 + k)
-        loss, _ = rl_loss(model, cfg, r, adv, mode, sigma)
+        r, rewards, adv, _ = rollout_rewards(model, tok, cfg, task, examples, mode, seed=1000 + k, sigma=sigma)
+        loss, _ = rl_loss(model, cfg, r, adv)
         model.zero_grad(set_to_none=False)
         loss.backward()
         out.append(torch.cat([p.grad.flatten() for p in params]))

@@ -1,4 +1,4 @@
-"""The `softviz` command: demo | compare | eval | matrix | train | app | curves. `softviz <command> -h` for help."""
+"""The `softviz` command: demo | compare | eval | matrix | methods | train | app | curves. `softviz <command> -h` for help."""
 
 from __future__ import annotations
 
@@ -141,6 +141,42 @@ def cmd_matrix(args) -> None:
     summary = run_matrix(args.out, MatrixConfig(**kw), model=args.model, device=args.device)
     print(markdown_table(summary))
     print(f"wrote {args.out}/matrix.json and {args.out}/table.md")
+
+
+def _trainable_list(text: str) -> tuple[str, ...]:
+    """Comma-separated trainable preset names (softviz.policies.trainable_presets)."""
+    from softviz.policies import trainable_presets
+
+    names = tuple(m.strip().lower() for m in text.split(",") if m.strip())
+    allowed = trainable_presets()
+    bad = [m for m in names if m not in allowed]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{', '.join(bad) or repr(text)}: not trainable presets; choose from: "
+                                         f"{', '.join(allowed)}")
+    return names
+
+
+def cmd_methods(args) -> None:
+    """Soft-token RL methods side by side (hard, soft, fuzzy, soft-grpo, multiplex): learning rate chosen on
+    validation, learning curves over seeds, gradient signal, test pass@k and CoT entropy (resumable)."""
+    from softviz.methods import MethodsConfig, markdown_table, run_methods
+    from softviz.tasks import get_task
+
+    _check_output("--out", args.out, folder=True)
+    if args.task is not None:
+        get_task(args.task)
+    kw = {k: v for k, v in (("task", args.task), ("seeds", args.seeds), ("steps", args.steps),
+                            ("methods", args.methods), ("problems", args.problems)) if v is not None}
+    if args.quick:  # a minutes-long check of the whole pipeline, not a result
+        kw = {"seeds": (0,), "steps": 4, "sweep_steps": 2, "eval_every": 2, "eval_size": 8, "problems": 4,
+              "samples": 4, "ks": (1, 4), "snr_estimates": 2, "snr_prompts": 2, **kw}
+        if "methods" in kw:
+            kw["lr_grid"] = tuple((m, (1e-4,)) for m in kw["methods"])
+        else:
+            kw["lr_grid"] = tuple((m, (1e-4,)) for m in MethodsConfig().methods)
+    summary = run_methods(args.out, MethodsConfig(**kw), model=args.model, device=args.device)
+    print(markdown_table(summary))
+    print(f"wrote {args.out}/methods.json, {args.out}/table.md and {args.out}/figures/")
 
 
 def cmd_app(args) -> None:
@@ -345,6 +381,19 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
     p.set_defaults(fn=cmd_matrix)
 
+    p = sub.add_parser("methods", help=cmd_methods.__doc__)
+    p.add_argument("--out", default="results/methods", help="output folder (resumed when it exists)")
+    p.add_argument("--model", default=None, help="base model folder or Hub id (default: the embedded model)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--task", default=None, help="(default: arithmetic)")
+    p.add_argument("--methods", type=_trainable_list, default=None,
+                   help="comma-separated trainable presets (default: hard,soft,fuzzy,soft-grpo,multiplex)")
+    p.add_argument("--seeds", type=_int_list(0), default=None, help="(default: 0,1,2; more may be added later)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="RL steps per run (default: 150)")
+    p.add_argument("--problems", type=_positive_int, default=None, help="test problems per model (default: 200)")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
+    p.set_defaults(fn=cmd_methods)
+
     p = sub.add_parser("train", help=cmd_train.__doc__)
     p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
     p.add_argument("--device", default=None)
@@ -386,7 +435,7 @@ def _run(args) -> int:
         print(f"softviz {args.command}: error: {_error_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        hint = " Run the same command again to resume from the last checkpoint." if args.command in ("train", "matrix") else ""
+        hint = " Run the same command again to resume from the last checkpoint." if args.command in ("train", "matrix", "methods") else ""
         print(f"softviz {args.command}: interrupted.{hint}", file=sys.stderr)
         return 130
     finally:

@@ -10,15 +10,10 @@ import dataclasses
 
 from softviz import checks
 
-# How the input of the next CoT step is formed.
-KINDS = {
-    "hard": "sample a token from softmax(logits/τ) (τ = 0: argmax) and feed its embedding",
-    "soft": "feed softmax(logits/τ)·E + σ·ε over the full vocabulary (the paper; fuzzy is τ = 1e-4)",
-    "soft_thinking": "feed the top-k/top-p renormalised mixture (Zhang et al. 2025), optional Cold Stop",
-    "mixture_of_inputs": "sample a token y, feed the Bayesian mix (H·p + (β+1−H)·onehot(y))/(β+1) (Zhuang et al. 2025)",
-    "gumbel": "feed softmax((log p + g)/τ_g) over the top-k, g ~ Gumbel(0, 1) (Wu et al. 2025)",
-    "dirichlet": "feed weights drawn from Dir(α·p) over the top-k (Wu et al. 2025)",
-}
+# How the input of the next CoT step is formed: Mode.kind -> description. Each kind is a policy class in
+# softviz.policies, which fills this table when it registers (softviz.policies.register).
+KINDS: dict[str, str] = {}
+MULTIPLEX_WEIGHTINGS = ("uniform", "probs")
 
 
 def _set(obj, field: str, value) -> None:
@@ -44,6 +39,8 @@ class Mode:
     moi_beta: float = 1.0  # β of Mixture of Inputs; 1 is its "universal setting"
     gumbel_temperature: float = 0.5  # τ_g of Gumbel-softmax; 0.5 is Wu et al.'s best
     dirichlet_alpha: float = 1.0  # α in Dir(α·p) [UNC: no recommended value is published]
+    multiplex_k: int = 3  # K tokens sampled per step by Multiplex Thinking (3 is its paper's sweet spot)
+    multiplex_weighting: str = "uniform"  # feed their mean ("uniform") or their p-weighted mean ("probs")
     name: str | None = None  # display name; defaults to the preset's
 
     def __post_init__(self):
@@ -79,23 +76,30 @@ class Mode:
                                                             zero=False, why="τ_g"))
         _set(self, "dirichlet_alpha", checks.real("Mode.dirichlet_alpha", self.dirichlet_alpha, 0, low_open=True,
                                                   why="α"))
+        _set(self, "multiplex_k", checks.integer("Mode.multiplex_k", self.multiplex_k, 1, 64, why="K samples per step"))
+        if self.multiplex_weighting not in MULTIPLEX_WEIGHTINGS:
+            raise ValueError(f"Mode.multiplex_weighting = {self.multiplex_weighting!r} is invalid: allowed one of "
+                             f"{MULTIPLEX_WEIGHTINGS}")
         if self.name is not None and not isinstance(self.name, str):
             raise ValueError(f"Mode.name = {self.name!r} is invalid: allowed a string or None")
 
     # ---- derived properties -----------------------------------------------------------------------
     @property
+    def policy(self):
+        """The policy object of this mode (softviz.policies): how a CoT step is drawn and scored."""
+        from softviz.policies import policy_for
+
+        return policy_for(self)
+
+    @property
     def is_mixture(self) -> bool:
-        """True when CoT inputs are mixtures of embeddings rather than single tokens."""
-        return self.kind != "hard"
+        """True when CoT inputs can be mixtures of embeddings rather than single tokens."""
+        return self.policy.feeds_mixtures
 
     @property
     def is_greedy(self) -> bool:
-        """No randomness anywhere: argmax hard tokens, or noiseless deterministic mixtures, greedy answer."""
-        if self.answer_temperature > 0:
-            return False
-        if self.kind == "hard":
-            return self.cot_temperature == 0
-        return self.noise_scale == 0 and self.kind not in ("mixture_of_inputs", "gumbel", "dirichlet")
+        """No randomness anywhere: a deterministic CoT and a greedy answer."""
+        return self.answer_temperature == 0 and self.policy.is_greedy
 
     @property
     def label(self) -> str:
@@ -156,6 +160,11 @@ PRESETS: dict[str, dict] = {
     # Trainable: its action g' = log p + g has the Gumbel density (softviz.rl).
     "soft-grpo": dict(kind="gumbel", cot_temperature=1.0, noise_scale=0.0, top_k=5, top_p=0.95,
                       gumbel_temperature=0.1),
+    # Multiplex Thinking (Tang et al. 2026, arXiv 2601.08808): K = 3 tokens sampled at τ = 1, their mean fed.
+    # Trainable: the step's log-prob is the sum of the K categorical log-probs.
+    "multiplex": dict(kind="multiplex", cot_temperature=1.0, noise_scale=0.0, multiplex_k=3),
+    "multiplex-weighted": dict(kind="multiplex", cot_temperature=1.0, noise_scale=0.0, multiplex_k=3,
+                               multiplex_weighting="probs"),
 }
 PAPER_SETTINGS = ("hard-greedy", "hard", "soft-greedy", "soft", "fuzzy-greedy", "fuzzy")
 
@@ -217,6 +226,7 @@ class RLConfig:
     mixture_embedding_grad: bool = True  # False: the Gaussian term trains p only, not E through the mean p·E
     noise_scale: float | None = None  # γ of soft/fuzzy rollouts (σ = γ·RMS(E)); None: the preset's 0.33 (paper)
     eval_every: int = 10  # greedy validation every N steps (0: never); the best checkpoint is kept
+    validation_mode: str | None = None  # greedy preset to validate with; None: the rollout policy's greedy variant
     eval_size: int = 128
     save_every: int = 10  # checkpoint every N steps (0: only at the end)
     trace_steps: tuple[int, ...] = ()  # steps whose rollouts are saved as Traces
@@ -264,6 +274,10 @@ class RLConfig:
             if not isinstance(getattr(self, f), bool):
                 bad(f, "True or False")
         number("seed", checks.seed)
+        if self.validation_mode is not None and (self.validation_mode not in PRESETS
+                                                 or not Mode.preset(self.validation_mode).is_greedy):
+            bad("validation_mode", "None or a greedy preset: "
+                + ", ".join(n for n in PRESETS if Mode.preset(n).is_greedy))
         steps = self.trace_steps
         if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
             bad("trace_steps", "a sequence of step numbers, e.g. (1, 60)")
@@ -276,10 +290,13 @@ class RLConfig:
 
     @property
     def greedy_mode(self) -> Mode:
-        """The paper's greedy validation: argmax tokens, or the mixture at the training τ with σ = 0 (§4).
-        soft-grpo validates with argmax tokens (its noiseless mixture at τ_g = 0.1 is near one-hot)."""
-        m = self.rollout_mode
-        if m.kind in ("hard", "gumbel"):  # gumbel (soft-grpo): its argmax, i.e. the Gumbel-max with no noise
-            return Mode(kind="hard", cot_temperature=0.0, noise_scale=0.0, answer_temperature=0.0,
-                        name=f"{m.label}-greedy")
-        return m.replace(noise_scale=0.0, answer_temperature=0.0, name=f"{m.label}-greedy")
+        """The rollout policy's greedy variant (softviz.policies): the paper's greedy validation is argmax
+        tokens, or the soft/fuzzy mixture at the training τ with σ = 0 (§4); soft-grpo and multiplex validate
+        with argmax tokens (their noiseless limits). `validation_mode` overrides it (e.g. hard-greedy for every
+        method, to compare methods on one measure)."""
+        if self.validation_mode is not None:
+            return Mode.preset(self.validation_mode)
+        return self.rollout_mode.policy.greedy()
+
+
+from softviz import policies as _policies  # noqa: E402,F401 - registers the methods' kinds in KINDS

@@ -28,6 +28,7 @@ class EvalResult:
     mean_cot_length: float
     seconds: float
     entropy_by_position: list[float] = dataclasses.field(default_factory=list)  # mean CoT entropy of p per step
+    mean_cot_entropy: float | None = None  # mean entropy of p (τ = 1) over every CoT step of every rollout
 
     def summary(self) -> str:
         ks = ", ".join(f"pass@{k} {100 * v:.1f}%" for k, v in self.pass_at.items())
@@ -84,8 +85,9 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
             progress(min(start + per_batch, len(examples)), len(examples))
     pass_at = {k: sum(pass_at_k(n, c, k) for c in correct) / len(correct) for k in ks}
     profile = (H_sum[H_count > 0] / H_count[H_count > 0]).tolist() if entropy_profile else []
+    mean_H = float(H_sum.sum() / H_count.sum()) if entropy_profile and H_count.sum() > 0 else None
     return EvalResult(mode.label, len(examples), n, correct, pass_at, sum(rewards) / len(rewards),
-                      boxed / len(rewards), sum(lengths) / len(lengths), time.time() - t0, profile)
+                      boxed / len(rewards), sum(lengths) / len(lengths), time.time() - t0, profile, mean_H)
 
 
 @torch.no_grad()

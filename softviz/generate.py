@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import hashlib
 import inspect
-import math
 import os
 from typing import Callable, Sequence
 
@@ -46,8 +45,8 @@ class Rollouts:
     prompt_index: Tensor  # (B,) long
     sample_index: Tensor  # (B,) long
     prompt_ids: list[list[int]]  # per row, without padding
-    cot_tokens: Tensor  # (B, T) long: sampled hard tokens, or the argmax shadow tokens of mixtures
-    cot_inputs: Tensor | None  # (B, T, d) fp32
+    cot_tokens: Tensor  # (B, T) long: sampled hard tokens, or the shadow tokens of mixtures
+    cot_inputs: Tensor | None  # (B, T, d) fp32: the inputs fed (noise included); None when each is one token
     cot_lengths: Tensor  # (B,) long
     cot_logprobs: Tensor  # (B, T) fp32: log-prob of each CoT action at rollout time (0 when deterministic)
     cot_entropy: Tensor  # (B, T) fp32: entropy of softmax(logits) at each CoT step, nats
@@ -61,11 +60,9 @@ class Rollouts:
     answers: list[str | None]  # extracted from \boxed{...}
     mode: Mode
     seed: int
-    sigma: float  # the noise standard deviation σ = γ·RMS(E) actually used
+    sigma: float  # the noise standard deviation σ actually used (0 without Gaussian noise); training scores with it
+    cot_actions: dict[str, Tensor] = dataclasses.field(default_factory=dict)  # name -> (B, T, ...) per policy
     trace: Trace | None = None
-    # gumbel with top_k (SofT-GRPO): the action is the perturbed log-probs g' at the step's top-k tokens
-    cot_gumbel: Tensor | None = None  # (B, T, k) fp32, −inf outside the support
-    cot_gumbel_ids: Tensor | None = None  # (B, T, k) long: the vocabulary ids of those k entries
 
     def __len__(self) -> int:
         return len(self.prompt_index)
@@ -170,7 +167,7 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
              max_cot_tokens: int = 128, max_answer_tokens: int = 32, seed: int = 0,
              trace: bool | TraceConfig = False, answer_cue: str = ANSWER_CUE,
              progress: Progress | None = None, prompt_index_offset: int = 0,
-             max_memory_gb: float | None = None) -> Rollouts:
+             max_memory_gb: float | None = None, sigma: float | None = None) -> Rollouts:
     """Roll out a CoT and a hard answer for each prompt, `n` times, under `mode`.
 
     Args:
@@ -188,6 +185,8 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
             batch then rolls out exactly as it would in the whole batch (used by multi-process training).
         max_memory_gb: refuse (ValueError) a call whose KV cache and records would need more memory than this;
             default SOFTVIZ_MAX_MEMORY_GB or 16 GiB.
+        sigma: σ of the Gaussian noise, for modes that add it; default γ·RMS(E) of the model as it is now.
+            Training passes σ₀ of the starting model, so rollouts are drawn and scored with one σ.
 
     Returns: Rollouts (with `.trace` when asked).
 
@@ -215,7 +214,13 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
     rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]  # prompt-major
     gens = mixing.row_generators([rollout_seed(seed, prompt_index_offset + pi, j) for pi, j in rows], device)
     row_ids = [prompt_tok[pi] for pi, _ in rows]
-    sigma = mixing.noise_std(E, mode.noise_scale) if mode.is_mixture else 0.0
+    policy = mode.policy
+    if not policy.uses_noise:
+        sigma = 0.0
+    elif sigma is None:
+        sigma = mixing.noise_std(E, mode.noise_scale)
+    else:
+        sigma = checks.real("sigma", sigma, 0, low_open=True, why="the noise std of a mode with γ > 0, or None")
     state = _RowState(len(rows))
     cue = _CueRule(tokenizer, answer_cue, early_prefill, late_prefill, max_cot_tokens, mode)
     with contextlib.ExitStack() as stack:
@@ -223,9 +228,9 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
         if trace_cfg and trace_cfg.layers:
             from softviz.hooks import recording
             recorder = stack.enter_context(recording(model, trace_cfg.layers))
-        per_step = _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state, cue, trace_cfg,
+        per_step = _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state, cue, trace_cfg,
                            max_cot_tokens + len(late_prefill) + max_answer_tokens, max_answer_tokens, progress)
-    return _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state, mode, seed, sigma, trace_cfg, E,
+    return _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state, policy, seed, sigma, trace_cfg, E,
                      recorder.outputs if recorder else None, pad_id)
 
 
@@ -290,7 +295,7 @@ def _left_pad(row_ids: list[list[int]], pad_id: int, device):
     return ids, mask, (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
 
 
-def _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state: _RowState, cue: _CueRule, trace_cfg,
+def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowState, cue: _CueRule, trace_cfg,
             max_steps: int, max_answer_tokens: int, progress) -> list[dict]:
     """The loop: prefill the prompts, then one input vector per row per step until every row is DONE."""
     from transformers import DynamicCache
@@ -314,8 +319,8 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state: _RowSta
         cur = state.phase.clone()  # each row acts on its phase at the start of the step
         cot_rows = (cur == COT).nonzero().squeeze(-1)
         if len(cot_rows):
-            fed, rec = _cot_step(logits[cot_rows.to(device)], mode, [gens[i] for i in cot_rows], E32, embed,
-                                 sigma, trace_cfg)
+            fed, rec = _cot_step(logits[cot_rows.to(device)], policy, [gens[i] for i in cot_rows], E32, sigma,
+                                 trace_cfg)
             inp[cot_rows.to(device)] = fed
             cold_H = rec.pop("cold_entropy").tolist()
             per_step.append(_scatter(rec, cot_rows, B))
@@ -329,7 +334,7 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state: _RowSta
                 state.phase[b] = ANSWER
         ans_rows = (cur == ANSWER).nonzero().squeeze(-1).tolist()
         if ans_rows:
-            tok, lp = _answer_step(logits[torch.tensor(ans_rows, device=device)], mode.answer_temperature,
+            tok, lp = _answer_step(logits[torch.tensor(ans_rows, device=device)], policy.mode.answer_temperature,
                                    [gens[b] for b in ans_rows])
             for b, t, l in zip(ans_rows, tok.tolist(), lp.tolist()):
                 state.answers[b].append(t)
@@ -352,45 +357,28 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, mode, gens, state: _RowSta
     return per_step
 
 
-def _cot_step(logits: Tensor, mode: Mode, gens, E32: Tensor, embed, sigma: float, trace_cfg: TraceConfig | None):
-    """One CoT decision for the rows in its CoT. Returns (the input to feed, in the model dtype; records)."""
-    ms = mixing.mix_step(logits, mode, gens)
-    rec = {"tokens": ms.token, "entropy": ms.entropy}
+def _cot_step(logits: Tensor, policy, gens, E32: Tensor, sigma: float, trace_cfg: TraceConfig | None):
+    """One CoT decision for the rows in its CoT, by the mode's policy. Returns (the input to feed, fp32;
+    per-row records)."""
+    mode = policy.mode
+    step = policy.act(logits.float(), gens, E32, sigma)
+    H = mixing.entropy(torch.softmax(logits.float(), -1))  # the model's own uncertainty, at τ = 1 (paper Fig. 4)
+    # an action named "input" is the fed input: recorded once, as "inputs" (a zero-width marker stands for it)
+    rec = {"tokens": step.token, "entropy": H, "logprob": step.log_prob,
+           **{f"action/{k}": v if k != "input" else v[:, :0] for k, v in step.action.items()}}
     if mode.cold_stop_entropy is not None:  # Soft Thinking measures it after temperature, before filters
         rec["cold_entropy"] = mixing.entropy(mixing.cot_probs(logits, mode.cot_temperature))
     else:
-        rec["cold_entropy"] = torch.zeros_like(ms.entropy)
-    if mode.kind == "hard":
-        fed = embed(ms.token)
-        picked = ms.probs.gather(-1, ms.token[:, None]).squeeze(-1)
-        rec["logprob"] = torch.log(picked) if mode.cot_temperature > 0 else torch.zeros_like(picked)
-        noise = None
-        if trace_cfg:
-            rec["inputs"] = fed.float()
-    else:
-        h = mixing.mixture_embedding(ms.weights, E32)  # (n, d) fp32: the clean mixture p·E
-        if ms.noisy is not None:  # gumbel: the noise is in g' = log p + g, the input is softmax(g'/τ_g)·E
-            noise, x = None, h
-            rec["logprob"] = mixing.gumbel_log_prob(ms.noisy, torch.log(ms.probs.clamp_min(1e-30)))
-            if mode.top_k is not None:  # the support fits in the top-k: keep the action for training
-                rec["gumbel_ids"] = ms.probs.topk(min(mode.top_k, ms.probs.shape[-1]), dim=-1).indices
-                rec["gumbel"] = ms.noisy.gather(-1, rec["gumbel_ids"])
-        elif sigma > 0:
-            noise = mixing.gaussian_noise(h.shape[-1], sigma, gens, h.device)
-            x = h + noise  # h̃ = p·E + σε (paper eq. 6)
-            rec["logprob"] = mixing.gaussian_log_prob(x, h, sigma)
-        else:
-            noise, x = None, h
-            rec["logprob"] = torch.zeros_like(ms.entropy)
-        rec["inputs"] = x
-        fed = x.to(embed.weight.dtype)
+        rec["cold_entropy"] = torch.zeros_like(H)
+    if policy.feeds_mixtures or trace_cfg or "input" in step.action:
+        rec["inputs"] = step.input
     if trace_cfg:
-        w = ms.weights if ms.weights is not None else ms.probs
+        w = step.weights if step.weights is not None else step.probs
         k = min(trace_cfg.top_k, w.shape[-1])
         rec["topk_weights"], rec["topk_ids"] = w.topk(k, dim=-1)
-        rec["weight_entropy"] = mixing.entropy(ms.weights) if ms.weights is not None else torch.zeros_like(ms.entropy)
-        rec["noise_norm"] = noise.norm(dim=-1) if noise is not None else torch.zeros_like(ms.entropy)
-    return fed, rec
+        rec["weight_entropy"] = mixing.entropy(step.weights) if step.weights is not None else torch.zeros_like(H)
+        rec["noise_norm"] = step.noise.norm(dim=-1) if step.noise is not None else torch.zeros_like(H)
+    return step.input, rec  # the caller's buffer casts it to the model's dtype
 
 
 def _scatter(rec: dict, rows: Tensor, B: int) -> dict:
@@ -425,8 +413,9 @@ def _pad(seqs: list[list], fill, dtype) -> Tensor:
     return out
 
 
-def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state: _RowState, mode, seed, sigma, trace_cfg,
+def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state: _RowState, policy, seed, sigma, trace_cfg,
               E, layer_outputs, pad_id) -> Rollouts:
+    mode = policy.mode
     shadow, cot_end, prefills, answers, answer_lp = (state.shadow, state.cot_end, state.prefills, state.answers,
                                                      state.answer_lp)
     lengths = torch.tensor([len(s) for s in shadow])
@@ -440,7 +429,7 @@ def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state: _RowSta
         sample_index=torch.tensor([j for _, j in rows]),
         prompt_ids=row_ids,
         cot_tokens=cot_tokens,
-        cot_inputs=steps["inputs"] * valid[..., None] if mode.is_mixture else None,
+        cot_inputs=steps["inputs"] * valid[..., None] if policy.feeds_mixtures else None,
         cot_lengths=lengths,
         cot_logprobs=steps["logprob"] * valid,
         cot_entropy=steps["entropy"] * valid,
@@ -454,9 +443,13 @@ def _assemble(tokenizer, model, prompts, rows, row_ids, per_step, state: _RowSta
         answers=[extract_boxed(t) for t in answer_texts],
         mode=mode, seed=seed, sigma=sigma,
     )
-    if "gumbel" in steps:
-        out.cot_gumbel = torch.where(valid[..., None], steps["gumbel"], -math.inf)
-        out.cot_gumbel_ids = steps["gumbel_ids"] * valid[..., None]
+    for key, t in steps.items():
+        if key == "action/input":
+            out.cot_actions["input"] = out.cot_inputs if out.cot_inputs is not None else steps["inputs"] * valid[..., None]
+        elif key.startswith("action/"):
+            name = key[len("action/"):]
+            inside = valid.view(*valid.shape, *[1] * (t.dim() - 2))
+            out.cot_actions[name] = torch.where(inside, t, torch.tensor(policy.action_fill.get(name, 0), dtype=t.dtype))
     if trace_cfg:
         out.trace = _build_trace(out, steps, valid, trace_cfg, tokenizer, model, E, layer_outputs)
     return out
@@ -480,6 +473,7 @@ def _build_trace(r: Rollouts, steps: dict, valid: Tensor, cfg: TraceConfig, toke
     token_strings = {int(i): tokenizer.decode([int(i)]) for i in used.tolist()}
     meta = {
         "mode": dataclasses.asdict(r.mode), "mode_label": r.mode.label, "seed": r.seed, "sigma": r.sigma,
+        "weights_name": r.mode.policy.weights_name,  # what topk_weights are: mixture weights or probabilities
         "model": getattr(model, "name_or_path", None) or model.config.model_type,
         "prompts": r.prompts, "prompt_index": r.prompt_index.tolist(), "sample_index": r.sample_index.tolist(),
         "cot_texts": r.cot_texts, "answer_texts": r.answer_texts, "answers": r.answers, "cot_end": r.cot_end,

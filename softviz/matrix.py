@@ -109,12 +109,10 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
     Re-running with the same out_dir and config skips every finished piece.
     """
     from softviz.evaluate import evaluate, solution_nll
-    from softviz.models import load_model
+    from softviz.models import source_digest
     from softviz.tasks import get_task
-    from softviz.train import train
 
     out = make_folder(out_dir)
-    from softviz.models import source_digest
 
     spec = {"config": dataclasses.asdict(cfg), "model": model or "embedded", "model_sha256": source_digest(model)}
     if (out / "config.json").exists():  # more seeds may be added to a finished run; nothing else may change
@@ -131,16 +129,8 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
 
     for mode in cfg.train_modes:
         for seed in cfg.seeds:
-            run = out / "runs" / f"{mode}-seed{seed}"
-            if (run / "done.json").exists():
-                continue
-            log(f"[matrix] training {mode} seed {seed} -> {run}")
-            policy, tok = load_model(model, device=device)
-            t0 = time.time()
-            last = {}
-            for m in train(policy, tok, cfg.rl_config(mode, seed), output_dir=run, task=task, progress=False):
-                last = m
-            _write_json(run / "done.json", {"seconds": time.time() - t0, "best": last.get("val/best_greedy_accuracy")})
+            train_run(out / "runs" / f"{mode}-seed{seed}", cfg.rl_config(mode, seed), task, model=model, device=device,
+                      log=log)
 
     test = task.examples("test", cfg.problems)
     ood = get_task(cfg.ood_task) if cfg.ood_task else None
@@ -167,6 +157,28 @@ def run_matrix(out_dir: str | os.PathLike, cfg: MatrixConfig = MatrixConfig(), *
         Path(tmp).write_text(markdown_table(summary))
     write_figures(out, summary)
     return summary
+
+
+def train_run(run: Path, rl_cfg: RLConfig, task, *, model: str | None = None, device: str | None = None,
+              log=print) -> dict:
+    """One resumable training run of an experiment (shared by `softviz matrix` and `softviz methods`): trains the
+    starting model into `run` (resuming from its checkpoint) and writes run/done.json when finished; a finished
+    run is skipped. Returns done.json's content: seconds, last and best greedy validation."""
+    from softviz.models import load_model
+    from softviz.train import train
+
+    done = run / "done.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    log(f"[{run.parent.parent.name}] training {rl_cfg.mode} seed {rl_cfg.seed} lr {rl_cfg.learning_rate:g} -> {run}")
+    policy, tok = load_model(model, device=device)
+    t0, last = time.time(), {}
+    for m in train(policy, tok, rl_cfg, output_dir=run, task=task, progress=False):
+        last = m if "val/greedy_accuracy" in m else {**last, **{k: v for k, v in m.items() if k == "step"}}
+    info = {"seconds": round(time.time() - t0, 1), "last": last.get("val/greedy_accuracy"),
+            "best": last.get("val/best_greedy_accuracy")}
+    _write_json(done, info)
+    return info
 
 
 def write_figures(out_dir: str | os.PathLike, summary: dict) -> list[Path]:

@@ -7,7 +7,6 @@ Shapes: B rows (rollouts), V vocabulary, d embedding size, k kept entries. All m
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from typing import Sequence
@@ -15,7 +14,6 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from softviz.config import Mode
 
 Generators = Sequence[torch.Generator]  # one generator per row: a rollout replays alone or in any batch
 
@@ -88,10 +86,16 @@ def _rand(gens: Generators, n: int, device, normal: bool = False) -> Tensor:
 
 def sample_categorical(probs: Tensor, gens: Generators) -> Tensor:
     """One token per row from probs (B, V), by inverse CDF with one uniform draw per row. Returns (B,) long."""
-    u = _rand(gens, 1, probs.device)  # (B, 1)
+    return sample_tokens(probs, gens, 1)[:, 0]
+
+
+def sample_tokens(probs: Tensor, gens: Generators, k: int) -> Tensor:
+    """k independent tokens per row from probs (B, V), by inverse CDF on one cumulative sum: k uniform draws per
+    row, one at a time, so the first token is the one sample_categorical would draw. Returns (B, k) long."""
+    u = torch.cat([_rand(gens, 1, probs.device) for _ in range(k)], dim=1)  # (B, k)
     cdf = probs.cumsum(-1)  # (B, V)
     idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
-    return idx.squeeze(-1).clamp_max(probs.shape[-1] - 1)
+    return idx.clamp_max(probs.shape[-1] - 1)
 
 
 def gaussian_noise(shape_d: int, sigma: float, gens: Generators, device) -> Tensor:
@@ -197,17 +201,6 @@ def moi_weights(probs: Tensor, token: Tensor, beta: float) -> Tensor:
     return (H * probs + (beta + 1 - H) * onehot) / (beta + 1)
 
 
-def gumbel_logits(probs: Tensor, gens: Generators) -> Tensor:
-    """Perturbed log-probs g' = log p + g, g ~ Gumbel(0, 1), over the support of probs (−inf elsewhere).
-
-    The Gumbel-max token argmax g' is a sample from p; softmax(g'/τ_g) is the Gumbel-softmax mixture (Wu et al.
-    2025; SofT-GRPO).
-    """
-    u = _rand(gens, probs.shape[-1], probs.device).clamp(1e-10, 1 - 1e-10)
-    g = -torch.log(-torch.log(u))
-    return torch.where(probs > 0, torch.log(probs.clamp_min(1e-30)) + g, -math.inf)
-
-
 def gumbel_log_prob(noisy: Tensor, log_probs: Tensor) -> Tensor:
     """log density of perturbed log-probs g' around log p: Σ_i −ε_i − exp(−ε_i), ε_i = g'_i − log p_i.
 
@@ -239,39 +232,3 @@ def dirichlet_weights(probs: Tensor, alpha: float, gens: Generators) -> Tensor:
         w[idx] = gam / gam.sum().clamp_min(1e-30)
         rows.append(w)
     return torch.stack(rows)
-
-
-@dataclasses.dataclass
-class MixStep:
-    """What one CoT step decides, for every row. Shapes (B, V) or (B,)."""
-
-    probs: Tensor  # the mode's distribution softmax(logits/τ), after its filters
-    weights: Tensor | None  # the mixture actually fed (None for hard tokens)
-    token: Tensor  # the text token: sampled (hard, MoI) or the argmax "shadow" token (paper App. C)
-    entropy: Tensor  # entropy of softmax(logits) at temperature 1: the model's own uncertainty (paper Fig. 4)
-    noisy: Tensor | None = None  # gumbel: the perturbed log-probs g' = log p + g (the action it scores)
-
-
-def mix_step(logits: Tensor, mode: Mode, gens: Generators) -> MixStep:
-    """Turn next-token logits (B, V) into the next CoT decision under `mode` (no noise yet: see gaussian_noise)."""
-    logits = logits.float()
-    H = entropy(torch.softmax(logits, -1))
-    probs = filter_probs(cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
-    if mode.kind == "hard":
-        token = probs.argmax(-1) if mode.cot_temperature == 0 else sample_categorical(probs, gens)
-        return MixStep(probs, None, token, H)
-    if mode.kind in ("soft", "soft_thinking"):
-        weights, token = probs, probs.argmax(-1)
-    elif mode.kind == "mixture_of_inputs":
-        token = sample_categorical(probs, gens)
-        weights = moi_weights(probs, token, mode.moi_beta)
-    elif mode.kind == "gumbel":
-        noisy = gumbel_logits(probs, gens)
-        weights = torch.softmax(noisy / mode.gumbel_temperature, -1)
-        return MixStep(probs, weights, weights.argmax(-1), H, noisy)
-    elif mode.kind == "dirichlet":
-        weights = dirichlet_weights(probs, mode.dirichlet_alpha, gens)
-        token = weights.argmax(-1)
-    else:  # pragma: no cover - Mode validates kind
-        raise AssertionError(mode.kind)
-    return MixStep(probs, weights, token, H)

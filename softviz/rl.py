@@ -14,13 +14,14 @@ Where softviz departs from the paper, or fills a gap it leaves:
  3. Gradient-norm clipping at 1.0 by default (the paper does not say; the authors' next paper, arXiv 2602.03979,
     uses 1.0).
  4. Answers are sampled at temperature 1.0 in training (the paper says "sampled in a standard way").
- 5. σ is computed once from the base model's embedding matrix and kept fixed while E trains.
+ 5. σ is computed once from the base model's embedding matrix and kept fixed while E trains: rollouts are
+    drawn with it and record it (Rollouts.sigma), and the loss scores them with the σ they record.
  6. Rollouts use the engine's per-row generators; the paper's batch is 2 prompts x 32 samples, ours is set
     by `RLConfig` (small defaults for CPU).
- 7. Besides the paper's Gaussian policy, a gumbel mode with top_k (preset "soft-grpo", SofT-GRPO's rollout,
-    Zheng et al. 2025) trains with the Gumbel density of its perturbed top-k log-probs g' = log p + g.
-    Its noise lives in the mixture weights, not in the embedding space: on the embedded model the paper's
-    soft and fuzzy gradients carry no measurable signal (benchmarks/rl_signal.py), this one does.
+ 7. Every trainable method of softviz.policies trains here, each with its own density: besides the paper's
+    Gaussian one, SofT-GRPO's Gumbel density of its perturbed top-k log-probs (preset "soft-grpo") and
+    Multiplex Thinking's sum of K categorical log-probs (preset "multiplex"). The per-step log-prob is the
+    policy's `log_prob`, the very function that scored the step at rollout time.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import Tensor
 from softviz import mixing
 from softviz.config import Mode
 from softviz.generate import Rollouts, embedding_matrix
+from softviz.policies import trainable_presets
 
 
 # ---- advantages --------------------------------------------------------------------------------------
@@ -101,16 +103,12 @@ class SequenceLogProbs:
 
 
 def check_trainable(mode: Mode) -> None:
-    """Only policies with a density can be trained by policy gradient."""
-    if mode.kind == "hard" and mode.cot_temperature > 0:
-        return
-    if mode.kind == "soft" and mode.noise_scale > 0:
-        return
-    if mode.kind == "gumbel" and mode.top_k is not None:
-        return
-    raise ValueError(f"mode {mode.label!r} cannot be trained by policy gradient: use hard tokens with τ > 0, "
-                     "soft/fuzzy with noise_scale γ > 0 (the noise gives the Gaussian density, paper eq. 9), or "
-                     "gumbel with a top_k (the Gumbel density of its top-k perturbed log-probs, e.g. 'soft-grpo')")
+    """Only policies with a density can be trained by policy gradient; others get a ValueError naming why and
+    the trainable presets."""
+    policy = mode.policy
+    if not policy.trainable:
+        raise ValueError(f"mode {mode.label!r} cannot be trained by policy gradient: {policy.why_not_trainable()}. "
+                         f"Trainable presets: {', '.join(trainable_presets())}")
 
 
 def _layout(r: Rollouts):
@@ -122,51 +120,54 @@ def _layout(r: Rollouts):
     return P, T, F, A, int((P + T + F + A).max())
 
 
-def build_inputs(model, r: Rollouts):
+def build_inputs(model, r: Rollouts, E: Tensor | None = None):
     """inputs_embeds (B, L, d) for [prompt | CoT | prefill | answer], right-padded, and the attention mask.
 
-    CoT positions hold the stored noisy inputs (constants: the actions) for mixtures, or the embeddings of
-    the CoT tokens for hard rollouts. Gradients reach E through the hard-token embeddings.
+    CoT positions hold the policy's replay of each stored action (softviz.policies.Policy.replay): the stored
+    noisy input for soft and fuzzy (a constant: the action), a token's embedding for hard tokens, the mean of
+    the K embeddings for multiplex. Gradients reach E wherever the replay reads it.
     """
-    P, T, F, A, L = _layout(r)
+    P, T, _, A, L = _layout(r)
     B = len(P)
     device = next(model.parameters()).device
     ids = torch.zeros((B, L), dtype=torch.long)
     mask = torch.zeros((B, L), dtype=torch.long)
-    soft = torch.zeros((B, L), dtype=torch.bool)
+    cot = torch.zeros((B, L), dtype=torch.bool)
     for b in range(B):
-        p, t, f, a = int(P[b]), int(T[b]), int(F[b]), int(A[b])
+        p, t, a = int(P[b]), int(T[b]), int(A[b])
         row = list(r.prompt_ids[b]) + r.cot_tokens[b, :t].tolist() + list(r.prefill_ids[b]) + r.answer_ids[b, :a].tolist()
         ids[b, : len(row)] = torch.tensor(row)
         mask[b, : len(row)] = 1
-        if r.cot_inputs is not None:
-            soft[b, p : p + t] = True
+        cot[b, p : p + t] = True
     emb = model.get_input_embeddings()(ids.to(device))  # (B, L, d), with grad into E
-    if r.cot_inputs is not None:
-        values = torch.zeros((B, L, emb.shape[-1]), dtype=r.cot_inputs.dtype)
-        cot_valid = torch.arange(r.cot_inputs.shape[1])[None, :] < T[:, None]
-        values[soft] = r.cot_inputs[cot_valid]
-        emb = torch.where(soft.to(device)[..., None], values.to(device, emb.dtype), emb)
+    valid = torch.arange(r.cot_tokens.shape[1])[None, :] < T[:, None]
+    if bool(valid.any()):
+        E = embedding_matrix(model) if E is None else E
+        action = {k: v[valid].to(device) for k, v in r.cot_actions.items()}
+        fed = r.mode.policy.replay(action, mixing.fp32(E))  # (N, d)
+        emb = emb.masked_scatter(cot.to(device)[..., None], fed.to(emb.dtype))
     return emb, mask.to(device)
 
 
-def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: float | None = None,
-                      chunk: int = 1024, mixture_embedding_grad: bool = True) -> SequenceLogProbs:
-    """Recompute every action's log-prob in one teacher-forced pass (paper eq. 7-10; docs/method.md).
+def sequence_logprobs(model, r: Rollouts, *, chunk: int = 1024,
+                      mixture_embedding_grad: bool = True) -> SequenceLogProbs:
+    """Recompute every action's log-prob in one teacher-forced pass (paper eq. 7-10; docs/method.md), with the
+    rollout's own policy (r.mode.policy) and σ (r.sigma): what generate scored at rollout time, now under the
+    current weights.
 
     Args:
         model: the policy (its current weights); r: rollouts it (or an earlier version) produced.
-        mode: the rollout mode (default r.mode); sigma: σ of the Gaussian term (default r.sigma).
-        chunk: positions per chunk when applying the LM head and p·E (bounds memory on large vocabularies).
+        chunk: positions per chunk when applying the LM head and the policy's density (bounds memory on large
+            vocabularies).
         mixture_embedding_grad: False stops the Gaussian term's gradient into E through the mean p·E (it
-            still reaches E through p, i.e. the LM head when tied, and through hard-token inputs).
+            still reaches E through p, i.e. the LM head when tied, and through replayed token inputs).
     """
-    mode = mode or r.mode
-    sigma = r.sigma if sigma is None else sigma
-    check_trainable(mode)
+    policy = r.mode.policy
+    check_trainable(r.mode)
     P, T, F, A, L = _layout(r)
     B = len(P)
-    emb, mask = build_inputs(model, r)
+    E = embedding_matrix(model)
+    emb, mask = build_inputs(model, r, E)
     hidden = model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state  # (B, L, d)
     head = model.get_output_embeddings()
     device = hidden.device
@@ -177,40 +178,17 @@ def sequence_logprobs(model, r: Rollouts, mode: Mode | None = None, *, sigma: fl
     cot_mask = torch.arange(Tm)[None, :] < T[:, None]
     ans_mask = torch.arange(Am)[None, :] < A[:, None]
     rows = torch.arange(B)[:, None]
-    E = embedding_matrix(model)
-    E_mean = E if mixture_embedding_grad else E.detach()
-    ans_temp = mode.answer_temperature or 1.0
-
-    def cot_terms(h, tok, x, g, gid):  # h (n, d) hidden, tok (n,), x (n, d) stored inputs, g/gid (n, k) gumbel
-        logits = mixing.fp32(head(h))
-        H = mixing.entropy(torch.softmax(logits.detach(), -1))
-        if mode.kind == "hard":
-            lp = torch.log_softmax(logits / mode.cot_temperature, -1).gather(-1, tok[:, None]).squeeze(-1)
-        else:
-            p = mixing.filter_probs(mixing.cot_probs(logits, mode.cot_temperature), mode.top_k, mode.top_p, mode.min_p)
-            if mode.kind == "gumbel":  # the Gumbel density of the stored g' around the current log p
-                lp = mixing.gumbel_log_prob(g, torch.log(p.gather(-1, gid).clamp_min(1e-30)))
-            else:
-                lp = mixing.gaussian_log_prob(x, mixing.mixture_embedding(p, E_mean), sigma)  # grads via p (and E)
-        return lp, H
+    E_density = mixing.fp32(E if mixture_embedding_grad else E.detach())
+    ans_temp = r.mode.answer_temperature or 1.0
 
     sel = cot_mask
     h_cot = hidden[rows.expand_as(t_idx)[sel], t_idx[sel].to(device)]  # (N, d)
-    tok_cot = r.cot_tokens[sel].to(device)
-    x_cot = r.cot_inputs[sel].to(device) if r.cot_inputs is not None else torch.zeros_like(h_cot)
-    if mode.kind == "gumbel":
-        if r.cot_gumbel is None:
-            raise ValueError("these rollouts kept no Gumbel actions: generate them with a gumbel mode that sets top_k")
-        g_cot, gid_cot = r.cot_gumbel[sel].to(device), r.cot_gumbel_ids[sel].to(device)
-    else:
-        g_cot = torch.zeros((len(h_cot), 0), device=device)
-        gid_cot = torch.zeros((len(h_cot), 0), dtype=torch.long, device=device)
+    action = {k: v[sel].to(device) for k, v in r.cot_actions.items()}
     lps, Hs = [], []
     for s in range(0, len(h_cot), chunk):
-        lp, H = cot_terms(h_cot[s : s + chunk], tok_cot[s : s + chunk], x_cot[s : s + chunk], g_cot[s : s + chunk],
-                          gid_cot[s : s + chunk])
-        lps.append(lp)
-        Hs.append(H)
+        logits = mixing.fp32(head(h_cot[s : s + chunk]))
+        Hs.append(mixing.entropy(torch.softmax(logits.detach(), -1)))
+        lps.append(policy.log_prob(logits, {k: v[s : s + chunk] for k, v in action.items()}, E_density, r.sigma))
     cot = torch.zeros((B, Tm), device=device, dtype=lps[0].dtype if lps else torch.float32)
     cot_H = torch.zeros((B, Tm))
     if lps:  # boolean-mask assignment keeps the graph: gradients flow into the log-probs

@@ -52,6 +52,14 @@ def band_stats(values: np.ndarray, band: str = "ci95") -> dict[str, np.ndarray]:
     return {"mean": mean, "lo": lo, "hi": hi, "count": count}
 
 
+def t_quantile(q: float, dof: int) -> float:
+    """The q-quantile of Student's t with `dof` degrees of freedom (t_quantile(0.975, 2) = 4.303): the factor of
+    a 95% interval of a mean over dof + 1 seeds."""
+    from scipy.stats import t
+
+    return float(t.ppf(q, dof))
+
+
 def mean_over_steps(values, lengths) -> float:
     """The mean of (B, T) per-step values over every step that exists (t < lengths[b]): each CoT step of
     each rollout weighs the same. softviz's one definition of "mean CoT entropy". NaN when no step exists."""

@@ -41,7 +41,8 @@ class TraceMeta(TypedDict, total=False):
     mode: dict  # dataclasses.asdict(Mode) of the rollouts
     mode_label: str
     seed: int
-    sigma: float  # the noise standard deviation σ = γ·RMS(E) actually used
+    sigma: float  # the noise standard deviation σ actually used (0 without Gaussian noise)
+    weights_name: str  # what topk_weights are: "weight" (a mixture fed) or "probability" (one token fed)
     model: str  # the model's name or path
     prompts: list[str]  # one per prompt (not per rollout)
     prompt_index: list[int]
@@ -86,6 +87,20 @@ class Trace:
         if key in self.layers:
             return self.layers[key]
         raise KeyError(f"{key!r}: a Trace has {sorted(STEP_FIELDS)}, 'lengths', 'inputs' and layers {sorted(self.layers)}")
+
+    @property
+    def mode(self):
+        """The Mode the rollouts were decoded with (rebuilt from meta["mode"]); `.policy` is its method."""
+        from softviz.config import Mode
+
+        fields = {f.name for f in dataclasses.fields(Mode)}
+        return Mode(**{k: v for k, v in self.meta["mode"].items() if k in fields})
+
+    @property
+    def weights_name(self) -> str:
+        """"weight" when the steps fed mixtures, "probability" when each fed one sampled token."""
+        return self.meta.get("weights_name") or ("probability" if self.meta.get("mode", {}).get("kind") == "hard"
+                                                 else "weight")  # traces saved before weights_name was recorded
 
     @property
     def num_rollouts(self) -> int:

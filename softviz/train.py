@@ -143,8 +143,7 @@ def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task
         "entropy": float(r.cot_entropy[valid].mean()),  # entropy of softmax(logits) over CoT steps, nats
     }
     lp = r.cot_logprobs[valid]
-    key = "logprob/cot_gaussian" if r.mode.is_mixture else "logprob/cot_token"
-    m[f"{key}_mean"], m[f"{key}_std"] = float(lp.mean()), float(lp.std())
+    m["logprob/cot_mean"], m["logprob/cot_std"] = float(lp.mean()), float(lp.std())  # per step, the policy's density
     return m
 
 
@@ -235,7 +234,8 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         make_folder(out)
-    sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.is_mixture else 0.0
+    # σ₀ of the starting E (paper: σ is fixed): rollouts are drawn with it and the loss scores with what they record
+    sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else 0.0
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
@@ -320,8 +320,10 @@ def _param_groups(model, cfg: RLConfig) -> list[dict]:
 
 
 def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode, seed: int, reward_fn=None, *,
-                    trace: bool = False, prompt_index_offset: int = 0, step: int | None = None):
+                    trace: bool = False, prompt_index_offset: int = 0, step: int | None = None,
+                    sigma: float | None = None):
     """Roll out cfg.group_size samples per example and score them: (rollouts, rewards, advantages, golds).
+    `sigma`: the run's fixed σ₀ (None: γ·RMS of the current E).
 
     A reward of None means "not applicable to this completion" (TRL's convention): that rollout gets
     advantage 0 and stays out of its group's baseline; `rewards` holds NaN there. Anything else that is
@@ -332,7 +334,8 @@ def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode,
     model.eval()
     r = generate(model, tokenizer, prompts, mode, n=cfg.group_size, max_cot_tokens=cfg.max_cot_tokens,
                  max_answer_tokens=cfg.max_answer_tokens, seed=seed, answer_cue=task.answer_cue,
-                 trace=TraceConfig() if trace else False, prompt_index_offset=prompt_index_offset)
+                 trace=TraceConfig() if trace else False, prompt_index_offset=prompt_index_offset,
+                 sigma=sigma or None)
     golds = [examples[i].answer for i in r.prompt_index.tolist()]
     row_prompts = [prompts[i] for i in r.prompt_index.tolist()]
     raw = reward_fn(prompts=row_prompts, completions=r.answer_texts, answer=golds)
@@ -377,14 +380,15 @@ def _clip(text: str, width: int = 80, quote: bool = True) -> str:
     return repr(text) if quote else text
 
 
-def rl_loss(model, cfg: RLConfig, r, adv, mode, sigma: float, ref=None):
-    """The policy-gradient loss of rollouts `r` under the current model (train mode, with grad): (loss, metrics)."""
+def rl_loss(model, cfg: RLConfig, r, adv, ref=None):
+    """The policy-gradient loss of rollouts `r` under the current model (train mode, with grad): (loss, metrics).
+    Each action is scored by the rollout's policy with the σ the rollout records."""
     model.train()
-    logp = rl.sequence_logprobs(model, r, mode, sigma=sigma, mixture_embedding_grad=cfg.mixture_embedding_grad)
+    logp = rl.sequence_logprobs(model, r, mixture_embedding_grad=cfg.mixture_embedding_grad)
     ref_lp = None
     if ref is not None:
         with torch.no_grad():
-            ref_lp = rl.sequence_logprobs(ref, r, mode, sigma=sigma)
+            ref_lp = rl.sequence_logprobs(ref, r)
     old = None
     if cfg.epsilon is not None:
         old = dataclasses.replace(logp, cot=r.cot_logprobs.to(logp.cot.device),
@@ -402,9 +406,9 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[shard]
     r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode, step_seed(cfg.seed, step),
                                              reward_fn, trace=want_trace, prompt_index_offset=shard.start,
-                                             step=step + 1)
+                                             step=step + 1, sigma=sigma)
     t1 = time.perf_counter()
-    loss, loss_metrics = rl_loss(model, cfg, r, adv, mode, sigma, ref)
+    loss, loss_metrics = rl_loss(model, cfg, r, adv, ref)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     par.mean_grads(model.parameters())

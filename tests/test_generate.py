@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from softviz import Mode, TraceConfig, generate, mixing
+from softviz.config import PRESETS
 from softviz.generate import embedding_matrix, rollout_seed
 from softviz.tasks import ArithmeticTask
 
@@ -159,8 +160,7 @@ def test_mixed_prompt_lengths_batch_equals_one_at_a_time(embedded, preset):
 
 def test_all_modes_run_on_tiny(tiny):
     model, tok = tiny
-    for preset in ["hard", "soft", "fuzzy", "soft-thinking", "soft-thinking-cold-stop", "mixture-of-inputs",
-                   "gumbel", "dirichlet"]:
+    for preset in PRESETS:  # every preset, through generate and the Trace
         r = generate(model, tok, prompts(2), preset, n=2, max_cot_tokens=6, max_answer_tokens=3, seed=1, trace=True)
         assert r.cot_lengths.tolist() == [6] * 4 and r.cot_end == ["max_tokens"] * 4
         assert (r.answer_lengths >= 1).all() and len(r.answer_texts) == 4

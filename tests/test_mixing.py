@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from softviz import mixing
-from softviz.config import Mode
 
 
 def test_cot_probs_temperature_and_argmax_limit():
@@ -114,28 +113,6 @@ def test_moi_weights_limits():
     # a one-hot p has H = 0, so MoI feeds the sampled token
     assert torch.equal(mixing.moi_weights(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([1]), 1.0),
                        torch.tensor([[0.0, 1.0, 0.0]]))
-
-
-def test_gumbel_and_dirichlet_stay_on_the_support():
-    p = mixing.filter_probs(torch.softmax(torch.randn(2, 30), -1), top_k=4)
-    gens = mixing.row_generators([0, 1], "cpu")
-    for w in (torch.softmax(mixing.gumbel_logits(p, gens) / 0.5, -1), mixing.dirichlet_weights(p, 1.0, gens)):
-        assert torch.allclose(w.sum(-1), torch.ones(2))
-        assert ((w > 0) <= (p > 0)).all()
-
-
-def test_mix_step_per_mode_tokens():
-    torch.manual_seed(0)
-    logits = torch.randn(3, 40)
-    gens = mixing.row_generators([0, 1, 2], "cpu")
-    greedy = mixing.mix_step(logits, Mode.preset("hard-greedy"), gens)
-    assert torch.equal(greedy.token, logits.argmax(-1)) and greedy.weights is None
-    soft = mixing.mix_step(logits, Mode.preset("soft"), gens)
-    assert torch.equal(soft.token, logits.argmax(-1))  # the shadow token is the argmax
-    assert torch.allclose(soft.weights, torch.softmax(logits / 0.5, -1))
-    st = mixing.mix_step(logits, Mode.preset("soft-thinking", top_k=1, top_p=None, min_p=None), gens)
-    assert torch.equal(st.weights, torch.nn.functional.one_hot(logits.argmax(-1), 40).float())
-    assert torch.allclose(soft.entropy, mixing.entropy(torch.softmax(logits, -1)))
 
 
 def test_mixture_embedding_skips_only_negligible_weights():

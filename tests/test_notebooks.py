@@ -28,9 +28,12 @@ SMALL = {
                                    "quick_problems": 4, "quick_samples": 2, "quick_eval_size": 4,
                                    "quick_ood_problems": 4},
     "05_bring_your_own_model.ipynb": {"cpu_samples": 2},
+    "06_add_your_own_method.ipynb": {"n_rollouts": 4, "max_cot_tokens": 48, "rl_steps": 2, "prompts_per_step": 2,
+                                     "group_size": 2},
 }
 # Folders the tests point at tmp_path (the notebooks' defaults are fresh temporary folders).
-EXTRA = {"03_rl_fine_tune.ipynb": ("run_dir",), "04_train_x_inference.ipynb": ("live_dir",)}
+EXTRA = {"03_rl_fine_tune.ipynb": ("run_dir",), "04_train_x_inference.ipynb": ("live_dir",),
+         "06_add_your_own_method.ipynb": ("run_dir",)}
 
 
 def _tags(cell) -> list:
@@ -123,3 +126,12 @@ def test_05_bring_your_own_model(tmp_path, monkeypatch):
     assert r["gpu_pass1"] is None
     assert r["fixture_sizes"] == {"train": 20, "validation": 4, "test": 6}  # tests/fixtures/gsm8k
     assert r["cpu_rollouts"] == 2 and all(x in (0.0, 10.0, 100.0) for x in r["cpu_rewards"])
+
+
+def test_06_add_your_own_method(tmp_path):
+    r = run_notebook("06_add_your_own_method.ipynb", tmp_path, run_dir=str(tmp_path / "run"))
+    assert r["two_per_step"]  # the toy method mixes the two most likely tokens only
+    assert r["logprob_gap"] < 1e-2  # training recomputes the rollout's Gaussian log-probs (values of order 10^2)
+    assert r["rl_records"] == 2  # eval_every=0: one record per step
+    assert r["k1_is_hard"]  # multiplex with K = 1 is hard sampling, token for token
+    assert 0 < r["multiplex_agree"] <= 1 and r["rollouts"] == 4

@@ -70,7 +70,7 @@ def test_kl_penalty_is_zero_against_itself():
     assert m["kl"] == 0.0
 
 
-@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy", "soft-grpo"])
+@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy", "soft-grpo", "multiplex", "multiplex-weighted"])
 def test_recomputed_logprobs_equal_rollout_logprobs(embedded, preset):
     """With the same weights, training's log-probs equal the rollout's, CoT and answer alike."""
     model, tok = embedded
@@ -104,7 +104,7 @@ def test_gaussian_term_gradient_finite_difference(embedded):
     w = model.model.layers[0].mlp.down_proj.weight
     model.double()
     try:
-        r.cot_inputs = r.cot_inputs.double()
+        r.cot_inputs = r.cot_actions["input"] = r.cot_inputs.double()
         model.zero_grad()
         f = lambda: (lambda lp: (lp.cot * lp.cot_mask).sum())(sequence_logprobs(model, r))
         f().backward()
@@ -226,8 +226,8 @@ def test_gumbel_needs_top_k_to_train(embedded):
     model, tok = embedded
     r = generate(model, tok, PROMPTS[:1], Mode.preset("soft-grpo", top_k=None, answer_temperature=1.0),
                  max_cot_tokens=4)
-    assert r.cot_gumbel is None and r.cot_logprobs[0, 0] < 0  # still scored at rollout time, over the whole support
-    with pytest.raises(ValueError, match="gumbel with a top_k"):
+    assert r.cot_logprobs[0, 0] < 0  # still scored at rollout time, over the whole support
+    with pytest.raises(ValueError, match="set top_k.*Trainable presets: hard, soft, fuzzy, gumbel, soft-grpo, multiplex"):
         sequence_logprobs(model, r)
 
 
@@ -247,7 +247,7 @@ def test_gumbel_policy_gradient_raises_the_rewarded_token():
             logits = model(input_ids=torch.tensor([r.prompt_ids[0]])).logits[0, -1:]
             return mixing.filter_probs(mixing.cot_probs(logits, 5.0), top_k=5)[0, good].sum().item()
 
-    good = generate(model, tok, PROMPTS[:1], mode, max_cot_tokens=1, max_answer_tokens=1).cot_gumbel_ids[0, 0, 1:3]
+    good = generate(model, tok, PROMPTS[:1], mode, max_cot_tokens=1, max_answer_tokens=1).cot_actions["ids"][0, 0, 1:3]
     start = mass()
     _first_step_reinforce(model, tok, mode, opt, 10, lambda r: torch.isin(r.cot_tokens[:, 0], good).float())
     end = mass()

@@ -53,7 +53,8 @@ def build_modes(names, soft_tau: float, hard_tau: float, gamma: float) -> list[M
         p, over = PRESETS[name], {}
         if name in ("soft", "soft-greedy"):
             over["cot_temperature"] = soft_tau
-        if p["kind"] == "hard" and p["cot_temperature"] > 0:
+        policy = Mode.preset(name).policy
+        if not policy.feeds_mixtures and not policy.is_greedy:  # sampled hard tokens
             over["cot_temperature"] = hard_tau
         if p.get("noise_scale", 0) > 0:
             over["noise_scale"] = gamma

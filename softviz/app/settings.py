@@ -10,8 +10,9 @@ DESCRIPTION = "The softviz Gradio app: compare CoT decoding modes side by side, 
 TASK = "arithmetic"  # the embedded model's task: its prompt format, answer cue and checker
 EMBEDDED = "embedded"
 DEFAULT_MODES = ("hard", "soft", "fuzzy")
-# the paper's trainable settings (the noise gives a density, eq. 9), and SofT-GRPO's Gumbel top-5 mixtures
-TRAIN_MODES = ("hard", "soft", "fuzzy", "soft-grpo")
+# the paper's trainable settings (the noise gives a density, eq. 9), SofT-GRPO's Gumbel top-5 mixtures and
+# Multiplex Thinking's K sampled tokens
+TRAIN_MODES = ("hard", "soft", "fuzzy", "soft-grpo", "multiplex")
 MAX_ANSWER_TOKENS = 16  # answers of the embedded task are a few digits (the paper allows 32)
 DEFAULT_PROBLEM = 7  # index in the test split of the problem shown first (see first_problem)
 BEFORE_AFTER_PROMPTS = 8  # held-out test problems rolled out before and after a fine-tune...
@@ -26,6 +27,8 @@ MODE_HELP = {  # what each preset feeds back as the next CoT input (softviz.conf
     "gumbel": "Gumbel-softmax weights on the top k (Wu et al. 2025)",
     "dirichlet": "Dirichlet-sampled weights on the top k (Wu et al. 2025)",
     "soft-grpo": "Gumbel-softmax weights (τ_g 0.1) on the top 5 (SofT-GRPO, Zheng et al. 2025)",
+    "multiplex": "the mean embedding of K = 3 sampled tokens (Multiplex Thinking, Tang et al. 2026)",
+    "multiplex-weighted": "the p-weighted mean of K = 3 sampled tokens (Multiplex Thinking)",
 }
 
 

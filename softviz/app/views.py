@@ -134,10 +134,7 @@ def _mode_caption(trace: Trace) -> str:
     m = trace.meta["mode"]
     label = trace.meta["mode_label"]
     parts = [f"feeds back {MODE_HELP[label]}" if label in MODE_HELP else f"kind {m['kind']}"]
-    if m["kind"] == "hard":
-        parts.append(f"τ = {m['cot_temperature']:g}")
-    else:
-        parts.append(f"τ = {m['cot_temperature']:g}, γ = {m['noise_scale']:g} (σ = {trace.meta['sigma']:.3g})")
+    parts.append(trace.mode.policy.caption(trace.meta.get("sigma") or 0.0))
     return " · ".join(parts)
 
 

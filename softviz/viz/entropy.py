@@ -79,7 +79,7 @@ def _entropy_hover(trace: Trace, rows: int, k: int) -> np.ndarray:
     top = _token_text(trace, trace.topk_ids[:rows, :, :k].numpy())  # (rows, T, k)
     w = trace.topk_weights[:rows, :, :k].numpy()
     valid = analysis.valid_mask(trace)[:rows]
-    what = "sampling probabilities" if trace.meta.get("mode", {}).get("kind") == "hard" else "mixture weights"
+    what = "sampling probabilities" if trace.weights_name == "probability" else "mixture weights"
     text = np.empty((rows, T), dtype=object)
     text[:] = ""
     for b in range(rows):

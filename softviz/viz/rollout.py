@@ -34,8 +34,8 @@ def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_st
     toks = _token_text(trace, ids)
     shadow = _token_text(trace, trace.tokens[rollout, :shown].numpy())
     x = np.arange(shown)
-    hard = trace.meta.get("mode", {}).get("kind") == "hard"
-    what = "probability" if hard else "weight"
+    what = trace.weights_name
+    hard = what == "probability"  # each input was one sampled token's embedding
     data = []
     for j in range(k):
         label = np.where(w[:, j] >= 0.12, toks[:, j], "")
@@ -123,7 +123,7 @@ def noise_shift(trace: Trace, rollout: int = 0, *, max_steps: int = 512, title: 
                              marker=dict(color=np.where(rank == 1, "#54A24B", "#E45756"), size=7),
                              text=hover, hovertemplate="%{text}<br>shadow token's rank %{y}<extra></extra>"), 2, 1)
     sigma = float(trace.meta.get("sigma") or 0.0)
-    hard = trace.meta.get("mode", {}).get("kind") == "hard"
+    hard = trace.weights_name == "probability"  # every input was one token's embedding
     if sigma > 0:
         first = f"noise σ = {sigma:.3g} per coordinate, ‖σε‖ ≈ {np.nanmean(s['noise_norm'][:n]):.2f} per step"
     elif hard:

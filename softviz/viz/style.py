@@ -13,7 +13,7 @@ from softviz.trace import Trace
 
 # Fixed colours for the paper's six settings (greedy = a darker shade of the same hue); others cycle.
 MODE_COLOURS = {"hard": "#4C78A8", "hard-greedy": "#1F3F66", "soft": "#F58518", "soft-greedy": "#A35200",
-                "fuzzy": "#54A24B", "fuzzy-greedy": "#2A6A24"}
+                "fuzzy": "#54A24B", "fuzzy-greedy": "#2A6A24", "soft-grpo": "#B279A2", "multiplex": "#E45756"}
 _PALETTE = ["#B279A2", "#E45756", "#72B7B2", "#9D755D", "#EECA3B", "#FF9DA6", "#BAB0AC", "#439894"]
 RANK_COLOURS = ["#1F4E79", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D", "#EECA3B", "#FF9DA6",
                 "#BAB0AC"]  # rank 1 dark; neighbours contrast so thin slices stay visible

@@ -84,3 +84,38 @@ def training_curves(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
             fig.add_traces(list(new.data))
             fig.layout = new.layout
     return fig
+
+
+def method_curves(summary: Mapping, title: str = "Greedy validation while training, per method"):
+    """Learning curves of `softviz methods` (softviz.methods.summarize): per method the mean greedy validation
+    accuracy over seeds at each evaluated step, with its 95% t-interval as a band."""
+    go = _go()
+    from plotly.colors import qualitative
+
+    from softviz.viz.style import MODE_COLOURS
+
+    fig = go.Figure()
+    validation = summary["config"]["validation"]
+    for i, (method, e) in enumerate(summary["methods"].items()):
+        curve = e.get("curve")
+        if not curve:
+            continue
+        colour = MODE_COLOURS.get(method, qualitative.Plotly[i % len(qualitative.Plotly)])
+        steps = list(curve["step"])
+        mean = np.array([m for m, _ in curve["mean_ci"]]) * 100
+        half = np.array([h for _, h in curve["mean_ci"]]) * 100
+        n = len(e["seeds"])
+        label = f"{method} (lr {e['learning_rate']:g}, {n} seed{'s' if n > 1 else ''})"
+        if n > 1:
+            fig.add_trace(go.Scatter(x=steps + steps[::-1], y=list(mean + half) + list((mean - half)[::-1]),
+                                     fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0),
+                                     hoverinfo="skip", showlegend=False, legendgroup=method))
+        fig.add_trace(go.Scatter(x=steps, y=mean, mode="lines+markers", name=label, legendgroup=method,
+                                 line=dict(color=colour, width=2), customdata=half,
+                                 hovertemplate=f"{method}<br>step %{{x}}<br>{validation} accuracy %{{y:.1f}}% "
+                                               "± %{customdata:.1f}<extra></extra>"))
+    fig.update_layout(title=dict(text=f"{title}<br><sup>{validation} validation on {summary['config']['eval_size']} "
+                                      "problems; mean over seeds, band: 95% t-interval</sup>"),
+                      template=TEMPLATE, height=440, width=760, legend=dict(orientation="h", y=-0.2),
+                      xaxis_title="RL step", yaxis_title="greedy validation accuracy (%)")
+    return fig
