@@ -266,8 +266,8 @@ class RLConfig:
         number("cot_weight", checks.real, 0)
         number("embedding_lr_scale", checks.real, 0, why="0 freezes the embeddings")
         if self.noise_scale is not None:
-            if PRESETS[self.mode]["kind"] != "soft":
-                bad("noise_scale", "None: only soft and fuzzy rollouts have Gaussian noise to scale")
+            if not Mode.preset(self.mode).policy.adds_noise:
+                bad("noise_scale", "None: this mode's rollouts have no Gaussian noise to scale (soft and fuzzy do)")
             number("noise_scale", checks.real, 0, 100, low_open=True,
                    why="or None; training needs noise: its density is the CoT log-prob")
         for f in ("scale_rewards", "mixture_embedding_grad"):

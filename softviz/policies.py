@@ -73,6 +73,7 @@ class Policy:
     feeds_mixtures: ClassVar[bool] = True  # False: every input is one token's embedding (Rollouts keep no inputs)
     weights_name: ClassVar[str] = "weight"  # what the trace's top-k values are, in figure labels
     action_fill: ClassVar[dict[str, float]] = {}  # padding value of an action past a rollout's CoT (default 0)
+    adds_noise: ClassVar[bool] = True  # the method adds Gaussian noise σε when the mode's γ > 0
 
     def __init__(self, mode: Mode):
         self.mode = mode
@@ -110,8 +111,8 @@ class Policy:
 
     @property
     def uses_noise(self) -> bool:
-        """The method adds Gaussian noise σε (so a rollout records σ)."""
-        return self.mode.noise_scale > 0
+        """This mode adds Gaussian noise σε (so a rollout records σ)."""
+        return self.adds_noise and self.mode.noise_scale > 0
 
     @property
     def is_greedy(self) -> bool:
@@ -152,6 +153,7 @@ class Hard(Policy):
     description = "sample a token from softmax(logits/τ) (τ = 0: argmax) and feed its embedding"
     feeds_mixtures = False
     weights_name = "probability"
+    adds_noise = False
 
     def act(self, logits, gens, E, sigma=0.0):
         p = self.probs(logits)
@@ -252,6 +254,7 @@ class Gumbel(Policy):
     kind = "gumbel"
     description = "feed softmax((log p + g)/τ_g) over the top-k, g ~ Gumbel(0, 1) (Wu et al. 2025)"
     action_fill = {"noisy": -math.inf}
+    adds_noise = False  # its randomness is the Gumbel noise on the log-probs; γ is ignored
 
     def caption(self, sigma=0.0):
         m = self.mode
@@ -284,9 +287,6 @@ class Gumbel(Policy):
     def trainable(self):
         return self.mode.top_k is not None
 
-    @property
-    def uses_noise(self):
-        return False  # its randomness is the Gumbel noise on the log-probs; γ is ignored
 
     def why_not_trainable(self):
         return "gumbel without top_k perturbs the whole vocabulary; set top_k (e.g. the 'soft-grpo' preset)"
@@ -315,6 +315,7 @@ class Multiplex(Policy):
 
     kind = "multiplex"
     description = "sample K tokens from softmax(logits/τ), feed the mean of their embeddings (Tang et al. 2026)"
+    adds_noise = False  # its randomness is the K samples; γ is ignored
 
     def act(self, logits, gens, E, sigma=0.0):
         p = self.probs(logits)
@@ -350,6 +351,3 @@ class Multiplex(Policy):
     def trainable(self):
         return True
 
-    @property
-    def uses_noise(self):
-        return False  # its randomness is the K samples; γ is ignored
