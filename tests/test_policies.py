@@ -194,3 +194,28 @@ def test_untrainable_presets_are_refused_naming_the_trainable_ones():
     assert dataclasses.asdict(Mode.preset("multiplex"))["multiplex_k"] == 3
     with pytest.raises(ValueError, match="multiplex_weighting"):
         Mode.preset("multiplex", multiplex_weighting="mean")
+
+
+def test_every_preset_runs_through_the_figures_and_the_app_views(embedded):
+    """Each preset's Trace draws every per-rollout figure and the app's column header and caption, labelled by its
+    policy (sampling probabilities for one fed token, mixture weights otherwise)."""
+    pytest.importorskip("gradio")
+    from softviz import viz
+    from softviz.app.views import column_header, rollout_figures
+
+    model, tok = embedded
+    for preset in PRESETS:
+        r = generate(model, tok, PROMPTS[:1], preset, n=2, max_cot_tokens=12, max_answer_tokens=4, seed=0, trace=True)
+        t = r.trace
+        t.meta["golds"] = [None, None]
+        fig = viz.mixture_topk(t, 0)
+        assert fig.layout.yaxis.title.text == ("probability" if preset.startswith("hard") else "mixture weight")
+        bars = [d for d in fig.data if d.type == "bar" and d.name == "rank 1"]
+        assert bars and list(bars[0].y) == pytest.approx(t.topk_weights[0, : int(t.lengths[0]), 0].tolist())
+        assert viz.noise_shift(t, 0).data and "<" in viz.soft_text_html(t, 0) and viz.entropy_heatmap(t).data
+        view = rollout_figures(t, 0)
+        assert view.mixture.data and view.noise.data and view.soft_text
+        header = column_header(t)
+        assert header.startswith(f"### {preset}\n") and t.mode.policy.caption(r.sigma) in header
+    mp = generate(model, tok, PROMPTS[:1], "multiplex", n=1, max_cot_tokens=12, max_answer_tokens=4, trace=True)
+    assert "K = 3, τ = 1, mean" in column_header(mp.trace)

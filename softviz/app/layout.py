@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from softviz.config import ALGORITHMS, PRESETS
+from softviz.config import ALGORITHMS, KINDS, PRESETS
 
 from .compare_tab import AcrossModes, CompareSlot, CompareView, first_problem, on_compare, on_rollout, random_problem
 from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
@@ -16,8 +16,8 @@ from .train_tab import TrainView, on_cancel, on_train, on_train_requested, statu
 from .views import RolloutView, flat_outputs
 
 MODES_TABLE = ("| mode | next CoT input | τ | γ |\n|---|---|---|---|\n"
-               + "\n".join(f"| {m} | {MODE_HELP[m]} | {p['cot_temperature']:g} | {p['noise_scale']:g} |"
-                           for m, p in PRESETS.items()))
+               + "\n".join(f"| {m} | {MODE_HELP.get(m) or KINDS[p['kind']]} | {p['cot_temperature']:g} | "
+                           f"{p.get('noise_scale', 0.33):g} |" for m, p in PRESETS.items()))
 
 INTRO = """# softviz: soft chain-of-thought tokens, side by side
 A language model usually *thinks* in hard tokens: it picks one word, then reads it back. **Soft** thinking feeds
