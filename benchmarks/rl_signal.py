@@ -29,12 +29,10 @@ from softviz import load_model
 from softviz.config import RLConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file
-from softviz.generate import embedding_matrix
+from softviz.methods import gradient_estimates
 from softviz.models import model_fingerprint
-from softviz.mixing import noise_std
 from softviz.rl import gradient_snr
 from softviz.tasks import get_task
-from softviz.train import rl_loss, rollout_rewards
 
 SETTINGS = {  # name: RLConfig overrides (the paper's defaults otherwise)
     "hard": dict(mode="hard"),
@@ -53,21 +51,7 @@ ALPHAS = (1e-3, 3e-3)
 
 def estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool) -> tuple[torch.Tensor, float]:
     """K flattened gradient estimates (K, P) and the mean rollout accuracy; `fixed`: the same prompts each time."""
-    mode = cfg.rollout_mode
-    sigma = noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else None
-    params = [p for p in model.parameters() if p.requires_grad]
-    out, acc = [], []
-    for k in range(K):
-        examples = task.examples("train", cfg.prompts_per_step, seed=0, start=0 if fixed else k * cfg.prompts_per_step)
-        r, rewards, adv, _ = rollout_rewards(model, tok, cfg, task, examples, mode, seed=1000 + k, sigma=sigma)
-        loss, _ = rl_loss(model, cfg, r, adv)
-        model.zero_grad(set_to_none=False)
-        loss.backward()
-        out.append(torch.cat([p.grad.flatten() for p in params]))
-        acc.append(float((rewards == 100).float().mean()))
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    return torch.stack(out), sum(acc) / K
+    return gradient_estimates(model, tok, task, cfg, K, fixed=fixed)
 
 
 def direction_test(model, tok, task, cfg: RLConfig, grads: torch.Tensor | None, val) -> dict:
