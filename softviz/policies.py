@@ -93,12 +93,14 @@ class Policy:
         raise NotImplementedError
 
     def log_prob(self, logits: Tensor, action: dict[str, Tensor], E: Tensor, sigma: float = 0.0) -> Tensor:
-        """log π(action | logits) under the current model, differentiable in logits (and E). (n,)."""
+        """log π(action | logits) under the current model, differentiable in logits (and E, in the model's dtype;
+        mixing.mixture_embedding upcasts the rows it reads). (n,) fp32."""
         raise ValueError(self.why_not_trainable())
 
     def replay(self, action: dict[str, Tensor], E: Tensor) -> Tensor:
-        """The input that was fed, rebuilt for a teacher-forced pass: (n, d). Default: the stored input (a
-        constant); methods whose input is a function of the action and E rebuild it, so gradients reach E."""
+        """The input that was fed, rebuilt for a teacher-forced pass: (n, d) fp32. E is in the model's dtype (index
+        it, then compute in fp32). Default: the stored input (a constant); methods whose input is a function of the
+        action and E rebuild it, so gradients reach E."""
         return action["input"]
 
     # ---- properties --------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class Hard(Policy):
         return _log_at(self.probs(logits), tok)
 
     def replay(self, action, E):
-        return E[action["token"]]
+        return mixing.fp32(E[action["token"]])
 
     @property
     def trainable(self):
@@ -281,7 +283,7 @@ class Gumbel(Policy):
 
     def replay(self, action, E):
         w_k = torch.softmax(action["noisy"] / self.mode.gumbel_temperature, -1)
-        return torch.einsum("nk,nkd->nd", w_k.to(E.dtype), E[action["ids"]])
+        return torch.einsum("nk,nkd->nd", w_k, mixing.fp32(E[action["ids"]]))
 
     @property
     def trainable(self):
@@ -345,7 +347,7 @@ class Multiplex(Policy):
         """Uniform: the mean of the K embeddings, rebuilt from E (gradients reach E, as for hard tokens). The
         p-weighted input depends on the previous step's p, which one teacher-forced pass cannot rebuild: the
         stored input is fed (as the paper's soft tokens are)."""
-        return E[action["tokens"]].mean(1) if "input" not in action else action["input"]
+        return mixing.fp32(E[action["tokens"]]).mean(1) if "input" not in action else action["input"]
 
     @property
     def trainable(self):

@@ -144,7 +144,7 @@ def build_inputs(model, r: Rollouts, E: Tensor | None = None):
     if bool(valid.any()):
         E = embedding_matrix(model) if E is None else E
         action = {k: v[valid].to(device) for k, v in r.cot_actions.items()}
-        fed = r.mode.policy.replay(action, mixing.fp32(E))  # (N, d)
+        fed = r.mode.policy.replay(action, E)  # (N, d); policies index E first, then compute in fp32
         emb = emb.masked_scatter(cot.to(device)[..., None], fed.to(emb.dtype))
     return emb, mask.to(device)
 
@@ -178,7 +178,7 @@ def sequence_logprobs(model, r: Rollouts, *, chunk: int = 1024,
     cot_mask = torch.arange(Tm)[None, :] < T[:, None]
     ans_mask = torch.arange(Am)[None, :] < A[:, None]
     rows = torch.arange(B)[:, None]
-    E_density = mixing.fp32(E if mixture_embedding_grad else E.detach())
+    E_density = E if mixture_embedding_grad else E.detach()  # in the model's dtype: p·E upcasts the rows it reads
     ans_temp = r.mode.answer_temperature or 1.0
 
     sel = cot_mask
