@@ -389,7 +389,7 @@ def main(argv=None) -> int:
     p.add_argument("--methods", type=_trainable_list, default=None,
                    help="comma-separated trainable presets (default: hard,soft,fuzzy,soft-grpo,multiplex)")
     p.add_argument("--seeds", type=_int_list(0), default=None, help="(default: 0,1,2; more may be added later)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="RL steps per run (default: 150)")
+    p.add_argument("--steps", type=_positive_int, default=None, help="RL steps per run (default: 300)")
     p.add_argument("--problems", type=_positive_int, default=None, help="test problems per model (default: 200)")
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the pipeline in a few minutes")
     p.set_defaults(fn=cmd_methods)
