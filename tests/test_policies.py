@@ -219,3 +219,24 @@ def test_every_preset_runs_through_the_figures_and_the_app_views(embedded):
         assert header.startswith(f"### {preset}\n") and t.mode.policy.caption(r.sigma) in header
     mp = generate(model, tok, PROMPTS[:1], "multiplex", n=1, max_cot_tokens=12, max_answer_tokens=4, trace=True)
     assert "K = 3, τ = 1, mean" in column_header(mp.trace)
+
+
+def test_every_trainable_preset_trains_and_the_others_are_refused(embedded):
+    """One RL step per trainable preset through train(): finite loss and gradient, the weights move; an
+    untrainable preset is refused before any rollout, naming the trainable ones."""
+    from softviz import load_model
+    from softviz.train import train
+
+    model, tok = load_model(device="cpu")  # a private copy: trained here
+    for preset in policies.trainable_presets():
+        before = model.model.layers[0].mlp.down_proj.weight.detach().clone()
+        cfg = RLConfig(mode=preset, steps=1, prompts_per_step=2, group_size=2, max_cot_tokens=24, max_answer_tokens=4,
+                       learning_rate=1e-3, warmup_steps=0, eval_every=0, save_every=0, seed=1)
+        alternate = lambda completions, **kw: [float(i % 2) for i in range(len(completions))]  # every group varies
+        (m,) = list(train(model, tok, cfg, reward_fn=alternate, progress=False))
+        assert m["step"] == 1 and torch.isfinite(torch.tensor([m["loss"], m["grad_norm"]])).all(), preset
+        assert m["advantage_abs_mean"] == pytest.approx(1.0) and m["grad_norm"] > 0, preset
+        assert not torch.equal(before, model.model.layers[0].mlp.down_proj.weight), preset
+    for preset in ("dirichlet", "mixture-of-inputs", "soft-greedy"):
+        with pytest.raises(ValueError, match="Trainable presets: hard, soft, fuzzy, gumbel, soft-grpo, multiplex"):
+            next(train(model, tok, RLConfig(mode=preset, steps=1, eval_every=0), progress=False))
