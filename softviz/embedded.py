@@ -43,14 +43,15 @@ class EmbeddedConfig:
     warmup_steps: int = 100
     max_steps: int = 4000
     mistake_rate: float = 0.1  # share of reasoning steps with a slip (see module docstring)
-    plain_share: float = 0.85  # share of each batch from the plain family (the rest: story); 0.5 and 0.7 let the
-    # story family overshoot the 75% cap before the plain family reached 60% (docs/results.md)
+    plain_share: float = 0.9  # share of each batch from the plain family (the rest: story); 0.5, 0.7 and 0.85 let
+    # the story family overshoot the 75% cap before the plain family reached 60% (docs/results.md)
     story_low: float = 0.3  # early stop once the story family's validation greedy pass@1 is within
-    story_high: float = 0.75  # [story_low, story_high]...
-    plain_target: float = 0.6  # ...and the plain family's is at least this
+    story_high: float = 0.72  # [story_low, story_high]...
+    plain_target: float = 0.64  # ...and the plain family's is at least this (both 3 points inside the issue's
+    # 75% / 60% test targets: the validation estimate on eval_size problems is within about +-2 points)
     eval_every: int = 50
-    eval_size: int = 256
-    max_minutes: float = 55.0  # the budget is 60 minutes on 2 cores
+    eval_size: int = 512
+    max_minutes: float = 58.0  # the budget is 60 minutes on 2 cores
     input_noise: float = 0.33  # γ of the noise on completion inputs (module docstring, choice 3)
     noisy_fraction: float = 0.5  # share of sequences that get it
 

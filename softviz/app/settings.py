@@ -14,7 +14,7 @@ DEFAULT_MODES = ("hard", "soft", "fuzzy")
 # Multiplex Thinking's K sampled tokens
 TRAIN_MODES = ("hard", "soft", "fuzzy", "soft-grpo", "multiplex")
 MAX_ANSWER_TOKENS = 16  # answers of the embedded task are a few digits (the paper allows 32)
-DEFAULT_PROBLEM = 7  # index in the test split of the problem shown first (see first_problem)
+DEFAULT_PROBLEM = 9  # index in the test split of the problem shown first (see first_problem)
 BEFORE_AFTER_PROMPTS = 8  # held-out test problems rolled out before and after a fine-tune...
 BEFORE_AFTER_SAMPLES = 4  # ...this many times each
 MODE_HELP = {  # what each preset feeds back as the next CoT input (softviz.config.KINDS has the long form)
