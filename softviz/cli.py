@@ -23,6 +23,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default: cuda when available)")
     p.add_argument("--task", default="arithmetic", help="task name (default: the embedded arithmetic task)")
+    p.add_argument("--chat-template", default="auto", choices=("auto", "on", "off"),
+                   help="prompt an instruct model through its chat template: auto = on for the arithmetic tasks, "
+                        "off for gsm8k and math (the paper's raw prompt)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--max-cot-tokens", type=_positive_int, default=96)
     p.add_argument("--max-answer-tokens", type=_positive_int, default=16)
@@ -40,11 +43,11 @@ def cmd_demo(args) -> None:
     from softviz.generate import generate
     from softviz.tasks import get_task
 
-    task, mode = get_task(args.task), args.mode
+    task, mode = get_task(args.task, chat_template=args.chat_template), args.mode
     examples = task.examples("test", args.show)
     test = task.examples("test", args.problems)
     model, tok = _load_model(args)
-    r = generate(model, tok, [task.prompt(e) for e in examples], mode, max_cot_tokens=args.max_cot_tokens,
+    r = generate(model, tok, [task.prompt(e, tok) for e in examples], mode, max_cot_tokens=args.max_cot_tokens,
                  max_answer_tokens=args.max_answer_tokens, seed=args.seed, answer_cue=task.answer_cue)
     for i, ex in enumerate(examples):
         ok = task.is_correct(r.answers[i], ex.answer)
@@ -60,7 +63,7 @@ def cmd_compare(args) -> None:
     from softviz.compare import compare_modes
     from softviz.tasks import get_task
 
-    task, gold = get_task(args.task), None
+    task, gold = get_task(args.task, chat_template=args.chat_template), None
     if args.prompt is not None:
         if not args.prompt.strip():
             raise ValueError("--prompt is empty: give a question or a full prompt")
@@ -98,7 +101,7 @@ def cmd_eval(args) -> None:
                          "raise -n or lower -k")
     if args.json:
         _check_output("--json", args.json, folder=False)
-    task = get_task(args.task)
+    task = get_task(args.task, chat_template=args.chat_template)
     examples = task.examples(args.split, args.problems)
     ood = get_task(args.ood_task) if args.ood_task else None
     ood_examples = ood.examples("test", args.problems) if ood else None

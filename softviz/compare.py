@@ -50,7 +50,7 @@ def compare_modes(model, tokenizer, task: Task, text: str, modes: Sequence[Mode 
         trace: record a Trace per mode (True or a TraceConfig).
         progress: progress(i, len(modes), label) before each mode.
     """
-    prompt = task.as_prompt(text)
+    prompt = task.as_prompt(text, tokenizer)
     gold = (gold.strip() or None) if isinstance(gold, str) else gold
     if not modes:
         raise ValueError("modes is empty: give at least one mode or preset name")

@@ -208,6 +208,7 @@ class RLConfig:
     mode: str = "soft"  # preset name of the rollout mode: hard, soft or fuzzy (paper §4)
     algorithm: str = "rloo"  # the paper's RLOO (App. A); "grpo" normalises by the group std
     task: str = "arithmetic"
+    chat_template: str = "auto"  # prompts of an instruct model: the task's default, "on" or "off" (tasks.get_task)
     steps: int = 60
     prompts_per_step: int = 4  # B: the paper uses 2 prompts...
     group_size: int = 8  # ...x G = 32 samples; smaller here so a CPU step takes seconds
@@ -245,6 +246,8 @@ class RLConfig:
             bad("algorithm", f"one of {ALGORITHMS}")
         if not isinstance(self.task, str) or not self.task:
             bad("task", "a task name, e.g. 'arithmetic' or 'gsm8k'")
+        if self.chat_template not in ("auto", "on", "off"):
+            bad("chat_template", "'auto' (the task's default), 'on' or 'off'")
         number("steps", checks.integer, 1, 10_000_000)
         number("prompts_per_step", checks.integer, 1, checks.MAX_ROLLOUTS)
         number("group_size", checks.integer, 2, checks.MAX_ROLLOUTS,

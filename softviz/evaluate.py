@@ -29,11 +29,14 @@ class EvalResult:
     seconds: float
     entropy_by_position: list[float] = dataclasses.field(default_factory=list)  # mean CoT entropy of p per step
     mean_cot_entropy: float | None = None  # mean entropy of p (τ = 1) over every CoT step of every rollout
+    cue_rate: float | None = None  # share of rollouts whose CoT ended on the answer cue (not at the length limit)
 
     def summary(self) -> str:
         ks = ", ".join(f"pass@{k} {100 * v:.1f}%" for k, v in self.pass_at.items())
         return (f"{self.mode}: {self.problems} problems x {self.samples} samples: {ks}; "
-                f"boxed {100 * self.boxed_rate:.0f}%, mean CoT {self.mean_cot_length:.1f} tokens, {self.seconds:.0f}s")
+                f"boxed {100 * self.boxed_rate:.0f}%, "
+                + (f"CoT ended on the cue {100 * self.cue_rate:.0f}%, " if self.cue_rate is not None else "")
+                + f"mean CoT {self.mean_cot_length:.1f} tokens, {self.seconds:.0f}s")
 
 
 def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mode | str, *, n: int = 1,
@@ -61,13 +64,13 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
         raise ValueError("evaluate() got no examples: pass at least one problem (e.g. task.examples('test', 100))")
     batch_rows = checks.integer("batch_rows", batch_rows, 1)
     per_batch = max(1, batch_rows // n)
-    correct, rewards, boxed, lengths = [], [], 0, []
+    correct, rewards, boxed, cued, lengths = [], [], 0, 0, []
     H_sum = torch.zeros(max_cot_tokens, dtype=torch.float64)
     H_count = torch.zeros(max_cot_tokens, dtype=torch.float64)
     t0 = time.time()
     for start in range(0, len(examples), per_batch):
         chunk = examples[start : start + per_batch]
-        r = generate(model, tokenizer, [task.prompt(e) for e in chunk], mode, n=n, max_cot_tokens=max_cot_tokens,
+        r = generate(model, tokenizer, [task.prompt(e, tokenizer) for e in chunk], mode, n=n, max_cot_tokens=max_cot_tokens,
                      max_answer_tokens=max_answer_tokens, seed=seed + start, answer_cue=task.answer_cue,
                      trace=TraceConfig(top_k=1, nearest_k=0) if entropy_profile else False)
         if entropy_profile:
@@ -78,6 +81,7 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
         scores = task.reward(completions=r.answer_texts, answer=golds)
         rewards += scores
         boxed += sum(a is not None for a in r.answers)
+        cued += r.cot_end.count("cue")
         lengths += r.cot_lengths.tolist()
         for i in range(len(chunk)):
             correct.append(sum(task.is_correct(a, chunk[i].answer) for a in r.answers[i * n : (i + 1) * n]))
@@ -87,7 +91,8 @@ def evaluate(model, tokenizer, task: Task, examples: Sequence[Example], mode: Mo
     profile = (H_sum[H_count > 0] / H_count[H_count > 0]).tolist() if entropy_profile else []
     mean_H = float(H_sum.sum() / H_count.sum()) if entropy_profile and H_count.sum() > 0 else None
     return EvalResult(mode.label, len(examples), n, correct, pass_at, sum(rewards) / len(rewards),
-                      boxed / len(rewards), sum(lengths) / len(lengths), time.time() - t0, profile, mean_H)
+                      boxed / len(rewards), sum(lengths) / len(lengths), time.time() - t0, profile, mean_H,
+                      cued / len(rewards))
 
 
 @torch.no_grad()
@@ -111,7 +116,7 @@ def solution_nll(model, tokenizer, task: Task, examples: Sequence[Example], *, b
         for e in examples[s : s + batch]:
             # cut before the cue's trailing space, which the tokenizer attaches to the next word
             cut = e.reasoning.rindex(task.answer_cue) + len(task.answer_cue.rstrip())
-            prompt = tokenizer.encode(task.prompt(e), add_special_tokens=False)
+            prompt = tokenizer.encode(task.prompt(e, tokenizer), add_special_tokens=False)
             cot = tokenizer.encode(" " + e.reasoning[:cut], add_special_tokens=False)
             answer = tokenizer.encode(e.reasoning[cut:], add_special_tokens=False)
             rows.append(prompt + cot + answer)

@@ -25,7 +25,7 @@ def rollouts(model_name: str | None = None, samples: int = 8, seed: int = 0) -> 
     model, tok = load_model(model_name, device="cpu")
     task = ArithmeticTask("story")
     story = task.examples("test", 8)[7]
-    prompts, golds = [task.as_prompt(QUESTION), task.prompt(story)], ["51", story.answer]
+    prompts, golds = [task.as_prompt(QUESTION, tok), task.prompt(story, tok)], ["51", story.answer]
     traces = {}
     for mode in MODES:
         r = generate(model, tok, prompts, mode, n=samples, max_cot_tokens=64, max_answer_tokens=16, seed=seed,

@@ -100,7 +100,9 @@ def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context:
     n = checks.integer("n", n, 1, checks.MAX_ROLLOUTS)
     max_cot_tokens = checks.integer("max_cot_tokens", max_cot_tokens, 1, checks.MAX_TOKENS)
     max_answer_tokens = checks.integer("max_answer_tokens", max_answer_tokens, 1, checks.MAX_TOKENS)
-    ids = [tokenizer.encode(p) for p in prompts]
+    # a chat-formatted prompt already starts with the BOS token its template writes: add it only to raw text
+    bos = getattr(tokenizer, "bos_token", None)
+    ids = [tokenizer.encode(p, add_special_tokens=not (bos and p.startswith(bos))) for p in prompts]
     if context is not None:
         budget = context - max_cot_tokens - prefill_len - max_answer_tokens
         for i, row in enumerate(ids):

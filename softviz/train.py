@@ -218,7 +218,7 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     if reward_fn is not None and not callable(reward_fn):
         raise ValueError(f"reward_fn = {reward_fn!r} is invalid: allowed a function "
                          "reward_fn(prompts=..., completions=..., answer=..., **kwargs) -> list of floats")
-    task = task or get_task(cfg.task)
+    task = task or get_task(cfg.task, chat_template=cfg.chat_template)
     if not isinstance(task, Task):
         raise ValueError(f"task = {task!r} is invalid: allowed a softviz Task (softviz.tasks.get_task(name))")
     if not task.answer_cue:
@@ -330,7 +330,7 @@ def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode,
     not a finite number stops the run with an error naming the step and the prompt (see check_rewards).
     """
     reward_fn = reward_fn or task.reward
-    prompts = [task.prompt(e) for e in examples]
+    prompts = [task.prompt(e, tokenizer) for e in examples]
     model.eval()
     r = generate(model, tokenizer, prompts, mode, n=cfg.group_size, max_cot_tokens=cfg.max_cot_tokens,
                  max_answer_tokens=cfg.max_answer_tokens, seed=seed, answer_cue=task.answer_cue,

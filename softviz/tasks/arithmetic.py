@@ -111,13 +111,16 @@ FAMILIES = ("story", "plain", "puzzle")
 
 
 class ArithmeticTask(Task):
-    """Multi-step arithmetic problems in the paper's prompt format.
+    """Multi-step arithmetic problems in the paper's prompt format (an instruct model's chat format when its tokenizer
+    has a chat template: `chat = True`, see Task).
 
     Args:
         family: "story" (word problems, 2 to 4 of +, -, *, / on small integers), "plain" (typed questions with
             1 to 3 operations, see softviz/tasks/plain.py) or "puzzle" (the story's arithmetic in held-out wording,
             for out-of-domain measurements).
     """
+
+    chat = True
 
     def __init__(self, family: str = "story"):
         if family not in FAMILIES:

@@ -105,26 +105,65 @@ def normalize_number(text) -> str | None:
     return digits if sign != "-" or digits == "0" else "-" + digits
 
 
+# How a chat model is asked (tasks that opt in with `chat = True`, given a tokenizer with a chat template): the
+# paper's format instruction in the user message, and two worked turns before the question, so that a small
+# instruct model ends its reasoning with the answer cue (without them SmolLM2-135M-Instruct writes "The final
+# answer is 12." or copies the instruction's placeholder into the box).
+CHAT_INSTRUCTION = ("{question}\nReason step by step, then give the final answer in \\boxed{{}}, as in: "
+                    + ANSWER_CUE + "\\boxed{{[answer]}}")
+CHAT_EXAMPLES = (("What is 9 times 4?", "9 * 4 = 36. " + ANSWER_CUE + BOX_OPEN + "36}"),
+                 ("Compute (20 - 8) / 3 + 5.", "20 - 8 = 12. 12 / 3 = 4. 4 + 5 = 9. " + ANSWER_CUE + BOX_OPEN + "9}"))
+
+
+def has_chat_template(tokenizer) -> bool:
+    return tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+
+
 class Task:
-    """Base class for tasks. Subclasses set `name`, implement `examples()` and may override `is_correct()`."""
+    """Base class for tasks. Subclasses set `name`, implement `examples()` and may override `is_correct()`.
+
+    Prompts: the paper's raw format (`prompt_template`, the model continues after "Assistant:"), or, for a task
+    with `chat = True` and a tokenizer that has a chat template (an instruct model), the tokenizer's chat format
+    with the paper's format instruction in the user message (`chat_messages`). Either way the CoT ends on the
+    same answer cue.
+    """
 
     name: str = "task"
     answer_cue: str = ANSWER_CUE
     prompt_template: str = "User: {question} Assistant:"
+    chat: bool = False  # use an instruct model's chat template when the tokenizer has one
 
-    def prompt(self, example_or_question: Example | str) -> str:
+    def prompt(self, example_or_question: Example | str, tokenizer=None) -> str:
+        """The prompt text of a problem: the chat format when this task opts in and `tokenizer` has a chat
+        template, else the paper's raw format."""
         q = example_or_question.question if isinstance(example_or_question, Example) else example_or_question
         if not isinstance(q, str) or not q.strip():
             raise ValueError(f"a prompt needs a question (text or an Example), got {example_or_question!r}")
+        if self.chat and has_chat_template(tokenizer):
+            return tokenizer.apply_chat_template(self.chat_messages(q), tokenize=False, add_generation_prompt=True)
         return self.prompt_template.format(question=q)
 
-    def as_prompt(self, text: str) -> str:
+    def chat_messages(self, question: str) -> list[dict]:
+        """The conversation sent to a chat model: the worked examples, then the question, each with the format
+        instruction."""
+        messages = []
+        for q, a in CHAT_EXAMPLES:
+            messages += [{"role": "user", "content": CHAT_INSTRUCTION.format(question=q)},
+                         {"role": "assistant", "content": a}]
+        return messages + [{"role": "user", "content": CHAT_INSTRUCTION.format(question=question)}]
+
+    def as_prompt(self, text: str, tokenizer=None) -> str:
         """What a user typed, as a prompt: a full prompt (it already holds the template's reply marker, e.g.
-        "Assistant:") is kept as it is; anything else is a question and goes into the template."""
+        "Assistant:", or is chat-formatted) is kept as it is; anything else is a question and goes into the
+        template."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"a prompt needs a question or a full prompt, got {text!r}")
-        marker = self.prompt_template.split("{question}")[-1].strip()
-        return text if marker and marker in text else self.prompt(text.strip())
+        if self.chat and has_chat_template(tokenizer):
+            marker = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
+                                                   add_generation_prompt=True).rsplit("x", 1)[-1].strip()
+        else:
+            marker = self.prompt_template.split("{question}")[-1].strip()
+        return text if marker and marker in text else self.prompt(text.strip(), tokenizer)
 
     def examples(self, split: str, n: int, *, seed: int = 0) -> list[Example]:  # pragma: no cover - abstract
         raise NotImplementedError

