@@ -104,11 +104,11 @@ def folder(name: str, *, log=None) -> Path:
                 return target
         except (ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is rebuilt below
-    try:
-        import gguf  # noqa: F401  (transformers needs it to read the file)
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:  # transformers needs it to read the file
         raise ValueError(f"reading {m.filename} needs the package gguf; install it with `pip install gguf` "
-                         "(or `make`)") from None
+                         "(or `make`)")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
