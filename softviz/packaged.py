@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -104,8 +105,6 @@ def folder(name: str, *, log=None) -> Path:
                 return target
         except (ValueError, KeyError, TypeError):
             pass  # a damaged cache entry is rebuilt below
-    import importlib.util
-
     if importlib.util.find_spec("gguf") is None:  # transformers needs it to read the file
         raise ValueError(f"reading {m.filename} needs the package gguf; install it with `pip install gguf` "
                          "(or `make`)")

@@ -91,3 +91,67 @@ def test_the_cot_of_an_instruct_model_ends_on_the_cue_and_an_answer_is_read(smol
                  max_answer_tokens=8, answer_cue=PLAIN.answer_cue)
     assert r.cot_end.count("cue") >= 7, list(zip(r.cot_end, r.cot_texts))
     assert sum(a is not None and a.strip().lstrip("-").isdigit() for a in r.answers) >= 7, r.answers
+
+
+# ---- the engine's promises on real weights (short raw prompts, so each test takes seconds) -------------------
+RAW = ["User: What is 17 times 3? Assistant:", "User: Tom has 5 apples and buys 7 more. How many now? Assistant:"]
+
+
+def test_fuzzy_greedy_follows_hard_greedy_on_real_weights(smollm2):
+    model, tok = smollm2
+    hard = generate(model, tok, RAW, "hard-greedy", max_cot_tokens=16, max_answer_tokens=3)
+    fuzzy = generate(model, tok, RAW, "fuzzy-greedy", max_cot_tokens=16, max_answer_tokens=3)
+    assert torch.equal(hard.cot_tokens, fuzzy.cot_tokens) and torch.equal(hard.answer_ids, fuzzy.answer_ids)
+
+
+@pytest.mark.parametrize("preset", ["soft", "soft-greedy"])
+def test_kv_cache_equals_recomputation_on_real_weights(smollm2, preset):
+    """The logits behind each fed soft input, recomputed in one pass without a cache, give the same shadow tokens
+    and (with noise) the same Gaussian log-probs."""
+    from softviz import mixing
+    from softviz.config import Mode
+    from softviz.generate import embedding_matrix
+
+    model, tok = smollm2
+    mode = Mode.preset(preset)
+    r = generate(model, tok, RAW[:1], mode, n=2, max_cot_tokens=12, max_answer_tokens=2, seed=3)
+    E = embedding_matrix(model)
+    for b in range(len(r)):
+        L, p_ids = int(r.cot_lengths[b]), torch.tensor(r.prompt_ids[b])
+        with torch.no_grad():
+            x = torch.cat([E[p_ids], r.cot_inputs[b, :L].to(E.dtype)])[None]
+            logits = model(inputs_embeds=x).logits[0, len(p_ids) - 1 : len(p_ids) - 1 + L].float()
+        assert torch.equal(logits.argmax(-1), r.cot_tokens[b, :L])
+        h = mixing.mixture_embedding(mixing.cot_probs(logits, mode.cot_temperature), E)
+        if r.sigma > 0:
+            lp = mixing.gaussian_log_prob(r.cot_inputs[b, :L], h, r.sigma)
+            assert torch.allclose(lp, r.cot_logprobs[b, :L], rtol=1e-3, atol=1e-2)
+        else:
+            assert torch.allclose(h, r.cot_inputs[b, :L], atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy", "soft-grpo", "multiplex", "multiplex-weighted"])
+def test_recomputed_logprobs_equal_rollout_logprobs_on_real_weights(smollm2, preset):
+    from softviz.config import Mode
+    from softviz.policies import trainable_presets
+    from softviz.rl import sequence_logprobs
+
+    assert preset in trainable_presets()
+    model, tok = smollm2
+    r = generate(model, tok, RAW, Mode.preset(preset, answer_temperature=1.0), n=2, max_cot_tokens=10,
+                 max_answer_tokens=3, seed=1)
+    with torch.no_grad():
+        lp = sequence_logprobs(model, r)
+    cm, am = lp.cot_mask, lp.answer_mask
+    assert torch.allclose(lp.cot[cm], r.cot_logprobs[cm], rtol=1e-3, atol=1e-2)
+    assert torch.allclose(lp.answer[am], r.answer_logprobs[am], atol=1e-3)
+
+
+def test_seeds_reproduce_on_real_weights(smollm2):
+    model, tok = smollm2
+    a = generate(model, tok, RAW, "soft", n=2, max_cot_tokens=10, max_answer_tokens=2, seed=7)
+    b = generate(model, tok, RAW, "soft", n=2, max_cot_tokens=10, max_answer_tokens=2, seed=7)
+    c = generate(model, tok, RAW, "soft", n=2, max_cot_tokens=10, max_answer_tokens=2, seed=8)
+    assert torch.equal(a.cot_tokens, b.cot_tokens) and a.answer_texts == b.answer_texts
+    torch.testing.assert_close(a.cot_inputs, b.cot_inputs, rtol=1e-5, atol=1e-6)
+    assert (a.cot_inputs[:, :3] - c.cot_inputs[:, :3]).abs().max() > 1e-3  # another seed, other noise
