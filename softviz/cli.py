@@ -114,9 +114,13 @@ def cmd_eval(args) -> None:
                        max_answer_tokens=args.max_answer_tokens, seed=args.seed, entropy_profile=True)
         print(res.summary(), flush=True)
         results.append({"mode": res.mode, "n": n, "pass_at": res.pass_at, "boxed_rate": res.boxed_rate,
-                        "mean_cot_length": res.mean_cot_length, "seconds": round(res.seconds, 1),
+                        "cue_rate": res.cue_rate, "mean_cot_length": res.mean_cot_length, "seconds": round(res.seconds, 1),
                         "entropy_by_position": [round(h, 5) for h in res.entropy_by_position]})
-    report = {"task": args.task, "split": args.split, "problems": args.problems, "results": results}
+    from softviz.models import model_fingerprint
+
+    report = {"model": args.model or "embedded", "model_sha256": model_fingerprint(model), "task": args.task,
+              "chat_template": args.chat_template, "split": args.split, "problems": args.problems,
+              "max_cot_tokens": args.max_cot_tokens, "results": results}
     if ood is not None:
         report["ood_nll"] = nll = solution_nll(model, tok, ood, ood_examples)
         print(f"NLL per token of the correct solution on {args.ood_task} ({nll['problems']} problems): "

@@ -27,7 +27,7 @@ SMALL = {
     "04_train_x_inference.ipynb": {"quick_steps": 2, "quick_prompts_per_step": 2, "quick_group_size": 2,
                                    "quick_problems": 4, "quick_samples": 2, "quick_eval_size": 4,
                                    "quick_ood_problems": 4},
-    "05_bring_your_own_model.ipynb": {"cpu_samples": 2},
+    "05_bring_your_own_model.ipynb": {"cpu_samples": 2, "smollm2_samples": 2, "smollm2_max_cot_tokens": 32},
     "06_add_your_own_method.ipynb": {"n_rollouts": 4, "max_cot_tokens": 48, "rl_steps": 2, "prompts_per_step": 2,
                                      "group_size": 2},
 }
@@ -126,6 +126,10 @@ def test_05_bring_your_own_model(tmp_path, monkeypatch):
     assert r["gpu_pass1"] is None
     assert r["fixture_sizes"] == {"train": 20, "validation": 4, "test": 6}  # tests/fixtures/gsm8k
     assert r["cpu_rollouts"] == 2 and all(x in (0.0, 10.0, 100.0) for x in r["cpu_rewards"])
+    # section 5 runs offline on SmolLM2: a real LM is unsure at far more CoT steps than the embedded model (~5%)
+    assert r["smollm2_rollouts"] == {"hard": 2, "soft": 2, "fuzzy": 2}
+    assert all(0.0 <= f <= 1.0 for f in r["smollm2_frac_uncertain"].values())
+    assert r["smollm2_frac_uncertain"]["soft"] > 0.15
 
 
 def test_06_add_your_own_method(tmp_path):

@@ -107,10 +107,10 @@ def normalize_number(text) -> str | None:
 
 # How a chat model is asked (tasks that opt in with `chat = True`, given a tokenizer with a chat template): the
 # paper's format instruction in the user message, and two worked turns before the question, so that a small
-# instruct model ends its reasoning with the answer cue (without them SmolLM2-135M-Instruct writes "The final
-# answer is 12." or copies the instruction's placeholder into the box).
-CHAT_INSTRUCTION = ("{question}\nReason step by step, then give the final answer in \\boxed{{}}, as in: "
-                    + ANSWER_CUE + "\\boxed{{[answer]}}")
+# instruct model ends its reasoning with the answer cue. Without the worked turns SmolLM2-135M-Instruct writes
+# "The final answer is 12." (no colon, no box); an instruction with a placeholder ("\\boxed{[answer]}") gets the
+# placeholder copied into the box.
+CHAT_INSTRUCTION = "{question}\nReason step by step, then write \"" + ANSWER_CUE.strip() + "\" and the answer in \\boxed{{}}."
 CHAT_EXAMPLES = (("What is 9 times 4?", "9 * 4 = 36. " + ANSWER_CUE + BOX_OPEN + "36}"),
                  ("Compute (20 - 8) / 3 + 5.", "20 - 8 = 12. 12 / 3 = 4. 4 + 5 = 9. " + ANSWER_CUE + BOX_OPEN + "9}"))
 
