@@ -30,8 +30,14 @@ def test_compare_with_a_typed_question(capsys):
 def test_eval_writes_json(tmp_path, capsys):
     path = tmp_path / "eval.json"
     assert main(["eval", "--modes", "hard-greedy,hard", "--problems", "6", "-n", "4", "-k", "1,4", "--json", str(path)]) == 0
-    res = json.loads(path.read_text())["results"]
+    report = json.loads(path.read_text())
+    from softviz.models import model_digest
+
+    assert report["model"] == "embedded" and report["model_sha256"] == model_digest()
+    res = report["results"]
     assert [r["mode"] for r in res] == ["hard-greedy", "hard"]
+    # the embedded model ends its CoT on the cue (the rest hit the length limit); every boxed answer counted
+    assert all(0.9 <= r["cue_rate"] <= 1.0 and r["boxed_rate"] >= r["cue_rate"] - 0.1 for r in res)
     assert res[0]["n"] == 1 and res[1]["n"] == 4
     assert res[1]["pass_at"]["4"] >= res[1]["pass_at"]["1"]
     assert res[0]["entropy_by_position"] == [] or all(h >= 0 for h in res[0]["entropy_by_position"])
