@@ -135,8 +135,10 @@ def test_one_sigma_per_rollout_while_the_embeddings_train(tmp_path):
     from softviz.train import CHECKPOINT, train
 
     model, tok = load_model(device="cpu")  # a private copy: trained here
-    cfg = RLConfig(mode="soft", steps=4, prompts_per_step=2, group_size=2, learning_rate=3e-3,
-                   embedding_lr_scale=30.0, max_cot_tokens=16, max_answer_tokens=4, eval_every=0, save_every=4)
+    # CoTs long enough to finish (a cut CoT gets the same prefilled answer in a whole group: no update) and groups
+    # of 4, so rewards vary within groups and E does move
+    cfg = RLConfig(mode="soft", steps=4, prompts_per_step=2, group_size=4, learning_rate=3e-3,
+                   embedding_lr_scale=30.0, max_cot_tokens=40, max_answer_tokens=4, eval_every=0, save_every=4)
     sigma0 = mixing.noise_std(embedding_matrix(model).detach(), 0.33)
     for _ in train(model, tok, cfg, output_dir=tmp_path, progress=False):
         pass

@@ -253,3 +253,23 @@ def test_projection_with_umap(traces):
     fig = viz.projection(traces, color_by="step", method="umap", max_points=300)
     assert sum(len(d.x) for d in fig.data) == 300 and fig.layout.xaxis.title.text == "UMAP 1"
     assert "random 300 of" in _title(fig)
+
+
+def test_method_curves_draw_the_seed_mean_and_a_clipped_band_from_three_seeds():
+    from softviz.viz.training import MIN_BAND_SEEDS
+
+    def entry(seeds, halves):
+        return {"learning_rate": 1e-4, "seeds": seeds,
+                "curve": {"step": [0, 50], "mean_ci": [(0.5, halves[0]), (0.9, halves[1])]}}
+
+    summary = {"config": {"validation": "hard-greedy", "eval_size": 256},
+               "methods": {"hard": entry([0, 1, 2], (0.02, 0.3)), "soft": entry([0, 1], (0.5, 0.5)),
+                           "fuzzy": {"learning_rate": 5e-5, "seeds": []}}}
+    fig = viz.method_curves(summary)
+    lines = {d.name.split(" ")[0]: d for d in fig.data if d.fill is None}
+    assert set(lines) == {"hard", "soft"}  # a method with no finished seed is left out
+    assert list(lines["hard"].y) == pytest.approx([50, 90]) and "3 seeds" in lines["hard"].name
+    bands = {d.legendgroup: d for d in fig.data if d.fill == "toself"}
+    assert MIN_BAND_SEEDS == 3 and set(bands) == {"hard"}  # two seeds: no band (their t-interval is ±12.7 sd)
+    # upper edge then lower edge reversed, clipped to 0-100%
+    assert list(bands["hard"].y) == pytest.approx([52, 100, 60, 48])

@@ -86,9 +86,13 @@ def training_curves(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
     return fig
 
 
+MIN_BAND_SEEDS = 3  # with 2 seeds a 95% t-interval is ±12.7 standard deviations: drawn, it hides the curves
+
+
 def method_curves(summary: Mapping, title: str = "Greedy validation while training, per method"):
     """Learning curves of `softviz methods` (softviz.methods.summarize): per method the mean greedy validation
-    accuracy over seeds at each evaluated step, with its 95% t-interval as a band."""
+    accuracy over seeds at each evaluated step, with its 95% t-interval as a band (from MIN_BAND_SEEDS seeds,
+    clipped to 0-100%)."""
     go = _go()
     from plotly.colors import qualitative
 
@@ -106,8 +110,9 @@ def method_curves(summary: Mapping, title: str = "Greedy validation while traini
         half = np.array([h for _, h in curve["mean_ci"]]) * 100
         n = len(e["seeds"])
         label = f"{method} (lr {e['learning_rate']:g}, {n} seed{'s' if n > 1 else ''})"
-        if n > 1:
-            fig.add_trace(go.Scatter(x=steps + steps[::-1], y=list(mean + half) + list((mean - half)[::-1]),
+        if n >= MIN_BAND_SEEDS:
+            hi, lo = np.minimum(mean + half, 100), np.maximum(mean - half, 0)
+            fig.add_trace(go.Scatter(x=steps + steps[::-1], y=list(hi) + list(lo[::-1]),
                                      fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0),
                                      hoverinfo="skip", showlegend=False, legendgroup=method))
         fig.add_trace(go.Scatter(x=steps, y=mean, mode="lines+markers", name=label, legendgroup=method,
@@ -115,7 +120,7 @@ def method_curves(summary: Mapping, title: str = "Greedy validation while traini
                                  hovertemplate=f"{method}<br>step %{{x}}<br>{validation} accuracy %{{y:.1f}}% "
                                                "± %{customdata:.1f}<extra></extra>"))
     fig.update_layout(title=dict(text=f"{title}<br><sup>{validation} validation on {summary['config']['eval_size']} "
-                                      "problems; mean over seeds, band: 95% t-interval</sup>"),
+                                      f"problems; mean over seeds, band: 95% t-interval (from {MIN_BAND_SEEDS} seeds)</sup>"),
                       template=TEMPLATE, height=440, width=760, legend=dict(orientation="h", y=-0.2),
                       xaxis_title="RL step", yaxis_title="greedy validation accuracy (%)")
     return fig
