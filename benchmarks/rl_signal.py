@@ -1,6 +1,7 @@
-"""How much signal is in one RL step's gradient, per training mode, on the embedded model.
+"""How much signal is in one RL step's gradient, per training mode, on the embedded model or a real one.
 
     python benchmarks/rl_signal.py [--estimates 16] [--pooled 64] [--out benchmarks/results/rl_signal.json]
+    python benchmarks/rl_signal.py --model smollm2 --estimates 8   # -> benchmarks/results/rl_signal_smollm2.json
 
 For each setting, K independent gradient estimates from the starting model on one fixed batch (8 prompts x 8
 rollouts, fresh rollout noise each time) give softviz.rl.gradient_snr: the fraction of an estimate's squared
@@ -10,7 +11,11 @@ a ratio to hard tokens measured in the same run. Then, for the main modes, the d
 estimate of the expected gradient; step along it (each tensor moved by a fraction alpha of its norm) and
 measure greedy validation accuracy, against a random direction of the same size. A direction with signal
 raises accuracy at small steps; a noisy one costs more than a random one, because its noise lies where the
-model is sensitive.
+model is sensitive. Each signal fraction comes with a bootstrap 95% interval over the K estimates.
+
+The estimates are not held in memory together: their Gram matrix is accumulated as they come
+(softviz.rl.GramAccumulator), so a 135M-parameter model needs two parameter-sized buffers, not K. Models
+other than the embedded one run the five methods only, without the direction test (`--direction` adds it).
 
 This is the measurement behind docs/rl.md, "Why soft and fuzzy RL do not learn here".
 """
@@ -29,9 +34,9 @@ from softviz import load_model
 from softviz.config import RLConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file
-from softviz.methods import gradient_estimates
-from softviz.models import model_fingerprint
-from softviz.rl import gradient_snr
+from softviz.methods import gradient_estimates, iter_gradient_estimates
+from softviz.models import model_fingerprint, source_digest
+from softviz.rl import GramAccumulator, gradient_snr, gram_snr, snr_interval
 from softviz.tasks import get_task
 
 SETTINGS = {  # name: RLConfig overrides (the paper's defaults otherwise)
@@ -45,6 +50,7 @@ SETTINGS = {  # name: RLConfig overrides (the paper's defaults otherwise)
     "soft-grpo (Gumbel top-5)": dict(mode="soft-grpo"),
     "multiplex (K = 3)": dict(mode="multiplex"),
 }
+METHODS = ("hard", "soft", "fuzzy", "soft-grpo (Gumbel top-5)", "multiplex (K = 3)")  # what a real model runs
 DIRECTION = ("hard", "soft", "fuzzy", "soft-grpo (Gumbel top-5)", "multiplex (K = 3)")  # settings that get the direction test
 ALPHAS = (1e-3, 3e-3)
 
@@ -52,6 +58,21 @@ ALPHAS = (1e-3, 3e-3)
 def estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool) -> tuple[torch.Tensor, float]:
     """K flattened gradient estimates (K, P) and the mean rollout accuracy; `fixed`: the same prompts each time."""
     return gradient_estimates(model, tok, task, cfg, K, fixed=fixed)
+
+
+def signal(model, tok, task, cfg: RLConfig, K: int, log=print) -> dict:
+    """gram_snr of K estimates on one fixed batch, its bootstrap 95% interval and the rollout accuracy."""
+    accs = []
+    with GramAccumulator() as acc:
+        for k, (g, a) in enumerate(iter_gradient_estimates(model, tok, task, cfg, K, fixed=True)):
+            acc.add(g)
+            accs.append(a)
+            del g
+            log(f"  estimate {k + 1}/{K}: rollout accuracy {a:.3f}")
+        gram = acc.gram
+    lo, hi = snr_interval(gram)
+    return {**gram_snr(gram), "snr_95": [lo, hi], "rollout_accuracy": sum(accs) / K,
+            "gram": [[round(v, 6) for v in row] for row in gram.tolist()]}
 
 
 def direction_test(model, tok, task, cfg: RLConfig, grads: torch.Tensor | None, val) -> dict:
@@ -84,24 +105,37 @@ def main() -> None:
     ap.add_argument("--estimates", type=int, default=16, help="gradient estimates per setting on the fixed batch")
     ap.add_argument("--pooled", type=int, default=64, help="one-step estimates pooled for the direction test")
     ap.add_argument("--val-size", type=int, default=256)
-    ap.add_argument("--out", default="benchmarks/results/rl_signal.json")
+    ap.add_argument("--model", default=None, help="embedded model (default), 'smollm2', a folder or a Hub id")
+    ap.add_argument("--task", default="arithmetic")
+    ap.add_argument("--max-cot-tokens", type=int, default=None, help="CoT budget (default: RLConfig's, 64)")
+    ap.add_argument("--direction", action="store_true", help="run the direction test on a model other than the "
+                    "embedded one (it always runs on the embedded model)")
+    ap.add_argument("--out", default=None, help="default benchmarks/results/rl_signal.json, or "
+                    "rl_signal_<model>.json for another model")
     args = ap.parse_args()
+    embedded = args.model in (None, "embedded")
+    out_path = args.out or ("benchmarks/results/rl_signal.json" if embedded else
+                            f"benchmarks/results/rl_signal_{Path(args.model).name.replace('/', '_')}.json")
     torch.manual_seed(0)
-    model, tok = load_model(device="cpu")
-    task = get_task("arithmetic")
+    model, tok = load_model(args.model, device="cpu")
+    task = get_task(args.task)
     val = task.examples("validation", args.val_size, seed=0)
     rows = []
-    base = RLConfig(mode="hard")
+    base = RLConfig(mode="hard", task=args.task)
+    if args.max_cot_tokens:
+        base = dataclasses.replace(base, max_cot_tokens=args.max_cot_tokens)
+    direction = DIRECTION if (embedded or args.direction) else ()
+    settings = list(SETTINGS.items()) if embedded else [(k, v) for k, v in SETTINGS.items() if k in METHODS]
     t0 = time.perf_counter()
-    for name, over in [("random direction", None), *SETTINGS.items()]:
+    for name, over in ([("random direction", None)] if direction else []) + settings:
         t = time.perf_counter()
         cfg = dataclasses.replace(base, **(over or {}))
         row = {"setting": name}
+        print(f"[rl_signal] {name}", flush=True)
         if over is not None:
             fixed = dataclasses.replace(cfg, prompts_per_step=8)
-            grads, acc = estimates(model, tok, task, fixed, args.estimates, fixed=True)
-            row.update(gradient_snr(grads), rollout_accuracy=acc)
-        if over is None or name in DIRECTION:
+            row.update(signal(model, tok, task, fixed, args.estimates))
+        if over is None or name in direction:
             pooled = None if over is None else estimates(model, tok, task, cfg, args.pooled, fixed=False)[0]
             if pooled is not None:
                 row["pooled_cos_halves"] = gradient_snr(pooled)["cos_halves"]
@@ -111,25 +145,27 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     hard = next(r for r in rows if r["setting"] == "hard")
-    print(f"\n{'setting':34s} {'snr':>8s} {'/ hard':>7s} {'cos(halves)':>11s} {'|g|':>8s} {'pooled cos':>10s}   greedy val at "
+    print(f"\n{'setting':34s} {'snr':>8s} {'95% interval':>17s} {'/ hard':>7s} {'cos(halves)':>11s} {'|g|':>8s} {'pooled cos':>10s}   greedy val at "
           f"step 0 / {' / '.join(map(str, ALPHAS))} along the pooled direction")
     for r in rows:
         accs = " / ".join(f"{100 * v:.1f}" for v in r.get("greedy_accuracy_after_step", {}).values())
         if "snr" in r:
             ratio = f"{r['snr'] / hard['snr']:7.3f}" if hard["snr"] > 0 else f"{'n/a':>7s}"
             pc = f"{r['pooled_cos_halves']:10.3f}" if "pooled_cos_halves" in r else f"{'':10s}"
-            print(f"{r['setting']:34s} {r['snr']:8.4f} {ratio} {r['cos_halves']:11.3f} "
+            ci = f"[{r['snr_95'][0]:.3f}, {r['snr_95'][1]:.3f}]"
+            print(f"{r['setting']:34s} {r['snr']:8.4f} {ci:>17s} {ratio} {r['cos_halves']:11.3f} "
                   f"{r['grad_norm']:8.3g} {pc}   {accs}")
         else:
-            print(f"{r['setting']:34s} {'':8s} {'':7s} {'':11s} {'':8s} {'':10s}   {accs}")
-    out = {"estimates": args.estimates, "snr_batch": f"8 fixed prompts x {base.group_size} rollouts",
+            print(f"{r['setting']:34s} {'':8s} {'':17s} {'':7s} {'':11s} {'':8s} {'':10s}   {accs}")
+    out = {"model": args.model or "embedded", "model_sha256": source_digest(args.model), "task": args.task,
+           "max_cot_tokens": base.max_cot_tokens, "estimates": args.estimates, "snr_batch": f"8 fixed prompts x {base.group_size} rollouts",
            "pooled": args.pooled, "pooled_batch": f"{base.prompts_per_step} new prompts x {base.group_size} rollouts",
-           "val_size": args.val_size, "threads": torch.get_num_threads(), "model_sha256": model_fingerprint(model),
+           "val_size": args.val_size, "threads": torch.get_num_threads(), "weights_sha256": model_fingerprint(model),
            "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(args.out) as tmp:
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out_path) as tmp:
         Path(tmp).write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":

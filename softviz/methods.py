@@ -104,10 +104,10 @@ class MethodsConfig:
                         validation_mode=self.validation)
 
 
-def gradient_estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool = True, seed: int = 1000):
-    """K flattened one-step policy-gradient estimates (K, P) of cfg's method from independent rollouts, and the
-    mean rollout accuracy. `fixed`: the same prompts every time (signal vs noise of one batch); otherwise new
-    prompts each time."""
+def iter_gradient_estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool = True, seed: int = 1000):
+    """Yield K flattened one-step policy-gradient estimates of cfg's method from independent rollouts, each with
+    its rollout accuracy. `fixed`: the same prompts every time (signal vs noise of one batch); otherwise new
+    prompts each time. Leaves the gradients cleared and the model in eval mode."""
     from softviz.generate import embedding_matrix
     from softviz.mixing import noise_std
     from softviz.train import rl_loss, rollout_rewards
@@ -115,17 +115,24 @@ def gradient_estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool = Tr
     mode = cfg.rollout_mode
     sigma = noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else None
     params = [p for p in model.parameters() if p.requires_grad]
-    out, acc = [], []
-    for k in range(K):
-        examples = task.examples("train", cfg.prompts_per_step, seed=0, start=0 if fixed else k * cfg.prompts_per_step)
-        r, rewards, adv, golds = rollout_rewards(model, tok, cfg, task, examples, mode, seed=seed + k, sigma=sigma)
-        loss, _ = rl_loss(model, cfg, r, adv)
-        model.zero_grad(set_to_none=False)
-        loss.backward()
-        out.append(torch.cat([p.grad.flatten() for p in params]))
-        acc.append(statistics.fmean(task.is_correct(a, g) for a, g in zip(r.answers, golds)))
-    model.zero_grad(set_to_none=True)
-    model.eval()
+    try:
+        for k in range(K):
+            examples = task.examples("train", cfg.prompts_per_step, seed=0,
+                                     start=0 if fixed else k * cfg.prompts_per_step)
+            r, rewards, adv, golds = rollout_rewards(model, tok, cfg, task, examples, mode, seed=seed + k, sigma=sigma)
+            loss, _ = rl_loss(model, cfg, r, adv)
+            model.zero_grad(set_to_none=False)
+            loss.backward()
+            yield (torch.cat([p.grad.flatten() for p in params]),
+                   statistics.fmean(task.is_correct(a, g) for a, g in zip(r.answers, golds)))
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.eval()
+
+
+def gradient_estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool = True, seed: int = 1000):
+    """The K estimates of `iter_gradient_estimates` stacked (K, P), and the mean rollout accuracy."""
+    out, acc = zip(*iter_gradient_estimates(model, tok, task, cfg, K, fixed=fixed, seed=seed))
     return torch.stack(out), sum(acc) / K
 
 

@@ -49,8 +49,10 @@ def is_packaged(name) -> bool:
 
 
 def installed() -> list[str]:
-    """The packaged models whose package is installed here."""
+    """The packaged models whose package (and the gguf reader transformers needs) is installed here."""
     out = []
+    if importlib.util.find_spec("gguf") is None:
+        return out
     for name in PACKAGED:
         try:
             gguf_file(name)

@@ -1,8 +1,10 @@
 """RL math: advantages, the teacher-forced log-probs against rollout-time ones, the loss."""
 
 import math
+from pathlib import Path
 
 import pytest
+
 import torch
 
 from softviz import Mode, generate, mixing
@@ -200,6 +202,35 @@ def test_gradient_snr_reads_signal_and_noise():
     assert r["signal_norm"] == pytest.approx(1.0, abs=0.06)
     with pytest.raises(ValueError, match="at least 2"):
         gradient_snr(g)
+
+
+def test_gram_accumulator_matches_the_stacked_estimates(tmp_path):
+    from softviz.rl import GramAccumulator, gradient_snr, gram_snr, snr_interval
+
+    torch.manual_seed(2)
+    signal = torch.randn(5000)
+    est = signal / signal.norm() + 2 * torch.randn(60, 5000) / 5000 ** 0.5
+    with GramAccumulator(folder=tmp_path, chunk=777) as acc:  # chunks that do not divide the size
+        for g in est:
+            acc.add(g.view(50, 100))
+        folder = Path(acc.folder)
+        assert len(list(folder.glob("*.f32"))) == 60
+        with pytest.raises(ValueError, match="4999 entries"):
+            acc.add(torch.zeros(4999))
+        gram = acc.gram
+    assert not folder.exists() and list(tmp_path.iterdir()) == []  # close() removes the stored estimates
+    torch.testing.assert_close(gram, est.double() @ est.double().T, rtol=1e-6, atol=1e-9)
+    assert gram_snr(gram) == pytest.approx(gradient_snr(est), rel=1e-6)
+    lo, hi = snr_interval(gram)
+    assert lo < gram_snr(gram)["snr"] < hi and lo < 0.2 < hi and hi - lo < 0.15
+    # estimates that always agree: the interval collapses on 1; pure noise: it straddles 0
+    same = torch.randn(1, 300).repeat(8, 1).double()
+    assert snr_interval(same @ same.T) == pytest.approx((1.0, 1.0))
+    noise = torch.randn(30, 3000).double()
+    lo, hi = snr_interval(noise @ noise.T)
+    assert lo < 0 < hi
+    with pytest.raises(ValueError, match="at least 3"):
+        snr_interval(same[:2] @ same[:2].T)
 
 
 def test_gumbel_log_prob_value_and_score():
