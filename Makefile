@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run demo test screenshots lab bench embedded-model embedded-report figures browser clean
+.PHONY: run demo test screenshots lab bench embedded-model embedded-report figures smollm2-look browser clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,11 @@ embedded-report: $(STAMP)
 ## PNG previews of the figures from the embedded model's rollouts: results/figures/ (needs chromium)
 figures: $(STAMP) browser
 	$(BIN)/python -m softviz.gallery results/figures
+
+## what soft tokens look like in SmolLM2-135M-Instruct, and the same numbers for the embedded model: results/smollm2/
+smollm2-look: $(STAMP) browser
+	$(BIN)/python benchmarks/real_model.py --model smollm2 --out results/smollm2
+	$(BIN)/python benchmarks/real_model.py --model embedded --out results/smollm2/embedded
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

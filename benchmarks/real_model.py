@@ -138,14 +138,14 @@ def figures(look: dict, folder: Path) -> None:
     fam = look["families"]
     ent = go.Figure([go.Scatter(y=v["entropy_by_step"], name=k, mode="lines") for k, v in fam.items()])
     ent.update_layout(title=f"{look['model']}: entropy of p per CoT step (soft rollouts, τ 0.5), mean over rollouts",
-                      xaxis_title="CoT step", yaxis_title="nats")
+                      xaxis_title="CoT step", yaxis_title="nats", template="plotly_white")
     ent.add_hline(y=0.672, line_dash="dot", annotation_text="0.672 nats (branch line)")
     bins = fam[next(iter(fam))]["top_weight_hist"]["bins"]
     top = go.Figure([go.Bar(x=[(a + b) / 2 for a, b in zip(bins, bins[1:])],
                             y=np.array(v["top_weight_hist"]["counts"]) / max(1, sum(v["top_weight_hist"]["counts"])),
                             name=k) for k, v in fam.items()])
     top.update_layout(title=f"{look['model']}: largest soft weight per CoT step at τ 0.5", barmode="group",
-                      xaxis_title="top weight", yaxis_title="share of steps")
+                      xaxis_title="top weight", yaxis_title="share of steps", template="plotly_white")
     for name, fig in (("entropy_by_step", ent), ("top_weight", top)):
         with atomic_file(folder / f"{name}.html") as tmp:
             fig.write_html(tmp, include_plotlyjs="cdn")
@@ -164,7 +164,11 @@ def main(argv=None) -> None:
     ap.add_argument("--max-cot-tokens", type=int, default=128)
     ap.add_argument("--chunk", type=int, default=10, help="problems per generate call")
     ap.add_argument("--out", default="results/smollm2")
+    ap.add_argument("--figures-only", action="store_true", help="redraw the figures from OUT/look.json")
     args = ap.parse_args(argv)
+    if args.figures_only:
+        figures(json.loads((Path(args.out) / "look.json").read_text()), Path(args.out) / "figures")
+        return
     t0 = time.perf_counter()
     model, tok = load_model(None if args.model == "embedded" else args.model, device="cpu")
     out = Path(args.out)

@@ -270,6 +270,10 @@ def summarize(out_dir: str | os.PathLike, cfg: MethodsConfig, chosen: dict[str, 
                        if "val/greedy_accuracy" in m} for s in seeds]
             steps = sorted(set.intersection(*(set(c) for c in curves)))
             entry["curve"] = {"step": steps, "mean_ci": [_interval([c[t] for c in curves]) for t in steps]}
+            # each seed validates on its own problems, so its starting accuracy differs: the gain over a run's own
+            # step 0 removes that offset from the seed-to-seed spread
+            entry["gain_curve"] = {"step": steps, "mean_ci": [_interval([c[t] - c[steps[0]] for c in curves])
+                                                              for t in steps]}
             gains = [c[steps[-1]] - c[0] for c in curves]
             entry["validation_gain"] = _interval(gains)
             cells = [json.loads((out / "cells" / f"{method}-seed{s}.json").read_text()) for s in seeds]
@@ -312,19 +316,21 @@ def markdown_table(summary: dict) -> str:
 
 
 def _publish(out: Path, cfg: MethodsConfig, chosen: dict) -> dict:
-    """methods.json, table.md and figures/learning_curves.{html,png} from what is finished."""
+    """methods.json, table.md and figures/learning_{curves,gains}.{html,png} from what is finished."""
     from softviz.viz.training import method_curves
 
     summary = summarize(out, cfg, chosen)
     _write_json(out / "methods.json", summary)
     with atomic_file(out / "table.md") as tmp:
         Path(tmp).write_text(markdown_table(summary))
-    if any(e.get("curve") for e in summary["methods"].values()):
-        fig = method_curves(summary)
-        with atomic_file(out / "figures" / "learning_curves.html") as tmp:
+    for name, gain in (("learning_curves", False), ("learning_gains", True)):
+        if not any(e.get("gain_curve" if gain else "curve") for e in summary["methods"].values()):
+            continue
+        fig = method_curves(summary, gain=gain)
+        with atomic_file(out / "figures" / f"{name}.html") as tmp:
             fig.write_html(tmp, include_plotlyjs="cdn")
         try:
-            with atomic_file(out / "figures" / "learning_curves.png") as tmp:
+            with atomic_file(out / "figures" / f"{name}.png") as tmp:
                 fig.write_image(tmp, format="png", scale=1)
         except Exception:  # no Chrome for kaleido: the HTML is the figure
             pass

@@ -273,3 +273,11 @@ def test_method_curves_draw_the_seed_mean_and_a_clipped_band_from_three_seeds():
     assert MIN_BAND_SEEDS == 3 and set(bands) == {"hard"}  # two seeds: no band (their t-interval is ±12.7 sd)
     # upper edge then lower edge reversed, clipped to 0-100%
     assert list(bands["hard"].y) == pytest.approx([52, 100, 60, 48])
+    # the gain view: each run's own step 0 subtracted (points), the band not clipped
+    summary["methods"]["hard"]["gain_curve"] = {"step": [0, 50], "mean_ci": [(0.0, 0.0), (0.4, 0.7)]}
+    fig = viz.method_curves(summary, gain=True)
+    lines = {d.name.split(" ")[0]: d for d in fig.data if d.fill is None}
+    assert set(lines) == {"hard"} and list(lines["hard"].y) == pytest.approx([0, 40])
+    band = next(d for d in fig.data if d.fill == "toself")
+    assert list(band.y) == pytest.approx([0, 110, -30, 0])
+    assert "gain" in fig.layout.yaxis.title.text

@@ -89,10 +89,11 @@ def training_curves(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
 MIN_BAND_SEEDS = 3  # with 2 seeds a 95% t-interval is ±12.7 standard deviations: drawn, it hides the curves
 
 
-def method_curves(summary: Mapping, title: str = "Greedy validation while training, per method"):
+def method_curves(summary: Mapping, title: str | None = None, gain: bool = False):
     """Learning curves of `softviz methods` (softviz.methods.summarize): per method the mean greedy validation
     accuracy over seeds at each evaluated step, with its 95% t-interval as a band (from MIN_BAND_SEEDS seeds,
-    clipped to 0-100%)."""
+    clipped to 0-100%). `gain`: each run's accuracy minus its own step 0 (points), which removes the seeds'
+    different starting points (each seed validates on its own problems) from the band; not clipped."""
     go = _go()
     from plotly.colors import qualitative
 
@@ -100,8 +101,10 @@ def method_curves(summary: Mapping, title: str = "Greedy validation while traini
 
     fig = go.Figure()
     validation = summary["config"]["validation"]
+    title = title or ("Greedy validation gain while training, per method" if gain else
+                      "Greedy validation while training, per method")
     for i, (method, e) in enumerate(summary["methods"].items()):
-        curve = e.get("curve")
+        curve = e.get("gain_curve" if gain else "curve")
         if not curve:
             continue
         colour = MODE_COLOURS.get(method, qualitative.Plotly[i % len(qualitative.Plotly)])
@@ -111,16 +114,20 @@ def method_curves(summary: Mapping, title: str = "Greedy validation while traini
         n = len(e["seeds"])
         label = f"{method} (lr {e['learning_rate']:g}, {n} seed{'s' if n > 1 else ''})"
         if n >= MIN_BAND_SEEDS:
-            hi, lo = np.minimum(mean + half, 100), np.maximum(mean - half, 0)
+            hi, lo = (mean + half, mean - half) if gain else (np.minimum(mean + half, 100), np.maximum(mean - half, 0))
             fig.add_trace(go.Scatter(x=steps + steps[::-1], y=list(hi) + list(lo[::-1]),
                                      fill="toself", fillcolor=colour, opacity=0.15, line=dict(width=0),
                                      hoverinfo="skip", showlegend=False, legendgroup=method))
         fig.add_trace(go.Scatter(x=steps, y=mean, mode="lines+markers", name=label, legendgroup=method,
                                  line=dict(color=colour, width=2), customdata=half,
-                                 hovertemplate=f"{method}<br>step %{{x}}<br>{validation} accuracy %{{y:.1f}}% "
+                                 hovertemplate=f"{method}<br>step %{{x}}<br>{validation} "
+                                               f"{'gain %{y:+.1f} points' if gain else 'accuracy %{y:.1f}%'} "
                                                "± %{customdata:.1f}<extra></extra>"))
     fig.update_layout(title=dict(text=f"{title}<br><sup>{validation} validation on {summary['config']['eval_size']} "
                                       f"problems; mean over seeds, band: 95% t-interval (from {MIN_BAND_SEEDS} seeds)</sup>"),
                       template=TEMPLATE, height=440, width=760, legend=dict(orientation="h", y=-0.2),
-                      xaxis_title="RL step", yaxis_title="greedy validation accuracy (%)")
+                      xaxis_title="RL step", yaxis_title="greedy validation gain (points)" if gain else
+                      "greedy validation accuracy (%)")
+    if gain:
+        fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"))
     return fig
