@@ -14,7 +14,8 @@ the GSM8K fixture problems (tests/fixtures/gsm8k, the paper's raw prompt), `--sa
     token embedding, and how often a fuzzy step's noisy input lies nearer another token than the one it encodes;
  5. diversity across rollouts per mode: distinct answers per problem and the mean distance between rollouts'
     fed-input trajectories.
-Writes look.json and figures/*.html (and .png where kaleido can render); every file whole or not at all.
+Writes look.json after each piece (a rerun resumes, skipping what is there) and figures/*.html (and .png where
+kaleido can render); every file whole or not at all.
 """
 
 from __future__ import annotations
@@ -54,32 +55,48 @@ def rollouts(model, tok, task, examples, mode, n, max_cot, chunk, inputs=False):
         yield part, r
 
 
+class FamilyStats:
+    """Entropy per step, branch points and the top-weight histogram, accumulated over soft rollouts."""
+
+    def __init__(self, max_cot: int):
+        self.ent_sum, self.ent_cnt = np.zeros(max_cot), np.zeros(max_cot)
+        self.steps = self.unc = self.bl = 0
+        self.hist = np.zeros(len(BINS) - 1)
+
+    def add(self, tr) -> None:
+        valid = tr.mask.numpy()
+        T = valid.shape[1]
+        self.ent_sum[:T] += (tr.entropy.numpy() * valid).sum(0)
+        self.ent_cnt[:T] += valid.sum(0)
+        bp = branch_points(tr)
+        self.steps += bp["steps"]
+        self.unc, self.bl = self.unc + int(bp["uncertain"].sum()), self.bl + int(bp["blended"].sum())
+        self.hist += np.histogram(tr.topk_weights[..., 0].numpy()[valid], bins=BINS)[0]
+
+    def result(self, problems: int, samples: int) -> dict:
+        profile = [round(float(s / c), 4) if c else None for s, c in zip(self.ent_sum, self.ent_cnt)]
+        return {"problems": problems, "samples": samples, "steps": self.steps,
+                "mean_entropy": float(self.ent_sum.sum() / self.steps), "entropy_by_step": profile,
+                "rollouts_by_step": self.ent_cnt.astype(int).tolist(),
+                "frac_entropy_above_0.672": self.unc / self.steps, "frac_top_weight_below_0.9": self.bl / self.steps,
+                "top_weight_hist": {"bins": BINS.round(3).tolist(), "counts": self.hist.astype(int).tolist()}}
+
+
 def family_look(model, tok, task, examples, n, max_cot, chunk) -> dict:
     """Entropy per step, branch points and the top-weight histogram of soft rollouts."""
-    ent_sum, ent_cnt = np.zeros(max_cot), np.zeros(max_cot)
-    steps = unc = bl = 0
-    hist = np.zeros(len(BINS) - 1)
+    stats = FamilyStats(max_cot)
     for _, r in rollouts(model, tok, task, examples, "soft", n, max_cot, chunk):
-        tr = r.trace
-        valid = tr.mask.numpy()
-        e = tr.entropy.numpy()
-        T = valid.shape[1]
-        ent_sum[:T] += (e * valid).sum(0)
-        ent_cnt[:T] += valid.sum(0)
-        bp = branch_points(tr)
-        steps, unc, bl = steps + bp["steps"], unc + int(bp["uncertain"].sum()), bl + int(bp["blended"].sum())
-        hist += np.histogram(tr.topk_weights[..., 0].numpy()[valid], bins=BINS)[0]
-    profile = [round(float(s / c), 4) if c else None for s, c in zip(ent_sum, ent_cnt)]
-    return {"problems": len(examples), "samples": n, "steps": steps, "mean_entropy": float(ent_sum.sum() / steps),
-            "entropy_by_step": profile, "rollouts_by_step": ent_cnt.astype(int).tolist(),
-            "frac_entropy_above_0.672": unc / steps, "frac_top_weight_below_0.9": bl / steps,
-            "top_weight_hist": {"bins": BINS.round(3).tolist(), "counts": hist.astype(int).tolist()}}
+        stats.add(r.trace)
+    return stats.result(len(examples), n)
 
 
-def settings_look(model, tok, task, examples, n, max_cot, chunk) -> dict:
-    """The six settings: pass@1 and pass@n; per sampled mode, diversity across the n rollouts of a problem."""
-    out = {}
+def settings_look(model, tok, task, examples, n, max_cot, chunk, done: dict, save, soft_stats: FamilyStats) -> dict:
+    """The six settings: pass@1 and pass@n; per sampled mode, diversity across the n rollouts of a problem. Each
+    finished setting is saved (`save`) and skipped on a rerun; the soft run also feeds `soft_stats`."""
+    out = dict(done)
     for mode in SETTINGS:
+        if mode in out:
+            continue
         t0 = time.perf_counter()
         greedy = mode.endswith("greedy")
         k = 1 if greedy else n
@@ -90,6 +107,8 @@ def settings_look(model, tok, task, examples, n, max_cot, chunk) -> dict:
                 ans = r.answers[i * k : (i + 1) * k]
                 correct.append(sum(task.is_correct(a, ex.answer) for a in ans))
                 distinct.append(len({a for a in ans}))
+            if mode == "soft":
+                soft_stats.add(r.trace)
             if not greedy:
                 d = trajectory_distances(r.trace)
                 for i in range(len(part)):
@@ -103,6 +122,7 @@ def settings_look(model, tok, task, examples, n, max_cot, chunk) -> dict:
             row["trajectory_distance"] = statistics.fmean(dists)
         out[mode] = row
         print(f"  {mode}: {json.dumps(row)}", flush=True)
+        save(mode, row, soft_stats if mode == "soft" else None)
     return out
 
 
@@ -172,28 +192,54 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     model, tok = load_model(None if args.model == "embedded" else args.model, device="cpu")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "look.json"
     look = {"model": args.model, "model_sha256": source_digest(None if args.model == "embedded" else args.model),
             "problems": args.problems, "samples": args.samples, "max_cot_tokens": args.max_cot_tokens,
-            "threads": torch.get_num_threads(), "families": {}}
+            "threads": torch.get_num_threads(), "settings": {}, "families": {}, "seconds": 0.0}
+    if path.exists():  # resume: keep what an interrupted run of the same configuration finished
+        old = json.loads(path.read_text())
+        if all(old.get(k) == look[k] for k in ("model", "model_sha256", "problems", "samples", "max_cot_tokens")):
+            look.update({k: old[k] for k in ("settings", "families", "seconds") if k in old})
+            if "geometry" in old:
+                look["geometry"] = old["geometry"]
+
+    def write() -> None:
+        look["seconds"] = round(look["seconds"] + time.perf_counter() - write.t, 1)
+        write.t = time.perf_counter()
+        with atomic_file(path) as tmp:
+            Path(tmp).write_text(json.dumps(look, indent=1) + "\n")
+    write.t = t0
+
     plain, story = ArithmeticTask("plain"), ArithmeticTask("story")
     gsm8k = get_task("gsm8k", path=str(FIXTURES))
     sets = {"plain": (plain, plain.examples("test", args.problems)),
             "story": (story, story.examples("test", args.problems)),
             "gsm8k fixture": (gsm8k, gsm8k.split("test"))}
     run = dict(max_cot=args.max_cot_tokens, chunk=args.chunk)
+    plain_stats = FamilyStats(args.max_cot_tokens)
+
+    def save(mode, row, stats):
+        look["settings"][mode] = row
+        if stats is not None:  # the soft setting's rollouts are the plain family's soft rollouts
+            look["families"]["plain"] = stats.result(args.problems, args.samples)
+        write()
+
     print("six settings on plain problems", flush=True)
-    look["settings"] = settings_look(model, tok, plain, sets["plain"][1], args.samples, **run)
+    settings_look(model, tok, plain, sets["plain"][1], args.samples, **run, done=look["settings"], save=save,
+                  soft_stats=plain_stats)
     for name, (task, exs) in sets.items():
+        if name in look["families"]:
+            continue
         print(f"soft rollouts: {name} ({len(exs)} problems)", flush=True)
         look["families"][name] = family_look(model, tok, task, exs, args.samples, **run)
-    print("noise and geometry", flush=True)
-    look["geometry"] = geometry(model, tok, plain, sets["plain"][1][:20], **run)
-    look["seconds"] = round(time.perf_counter() - t0, 1)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out / "look.json") as tmp:
-        Path(tmp).write_text(json.dumps(look, indent=1) + "\n")
+        write()
+    if "geometry" not in look:
+        print("noise and geometry", flush=True)
+        look["geometry"] = geometry(model, tok, plain, sets["plain"][1][:20], **run)
+        write()
     figures(look, out / "figures")
-    print(f"wrote {out / 'look.json'} ({look['seconds']} s)")
+    print(f"wrote {path} ({look['seconds']} s of measurement)")
 
 
 if __name__ == "__main__":
