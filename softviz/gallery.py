@@ -3,8 +3,12 @@
 Two prompts: a typed question ("What is 17 times 3?") and a story problem of the test split, 8 rollouts each,
 under hard, soft and fuzzy decoding. Writing PNG needs Chrome or Chromium (plotly's kaleido); the soft text, an
 HTML view, is rendered with Playwright when it is installed. Each file is written whole (atomic rename).
-The figures of training runs (training_curves, entropy_before_after) come from `softviz train` runs and are
-drawn by `softviz curves` and the notebooks, not here.
+The figures of training runs come from trained models: `--trained RUN` draws entropy_before_after.png (hard-sampled
+CoTs of 64 test problems x 8, before and after, from RUN/final) and training_curves.png (`--curves RUN ...`, the
+runs' metrics.jsonl, as `softviz curves` draws them).
+
+    python -m softviz.gallery results/figures --trained results/matrix/runs/hard-seed0 \
+        --curves results/methods/runs/{hard,soft,fuzzy,soft-grpo,multiplex}-seed0
 """
 
 from __future__ import annotations
@@ -85,6 +89,29 @@ def soft_text_png(trace, rollout: int, path: Path) -> bool:
     return True
 
 
+def before_after(run: Path, out: Path, problems: int = 64, samples: int = 8):
+    """entropy_before_after.png: hard-sampled CoTs of the starting model and of `run`'s final weights."""
+    from softviz import TraceConfig, generate, load_model, viz
+    from softviz.files import atomic_file
+    from softviz.tasks import get_task
+    from softviz.train import FINAL
+
+    cfg = json.loads((run / "run.json").read_text())
+    task = get_task(cfg["config"]["task"])
+    exs = task.examples("test", problems)
+    traces = {}
+    for state, path in (("before", cfg.get("model")), ("after", run / FINAL)):
+        model, tok = load_model(None if path in (None, "embedded") else path, device="cpu")
+        r = generate(model, tok, [task.prompt(e, tok) for e in exs], "hard", n=samples, seed=0, max_cot_tokens=64,
+                     max_answer_tokens=16, answer_cue=task.answer_cue, trace=TraceConfig(top_k=1, nearest_k=0))
+        traces[state] = {"hard": r.trace}
+    steps = cfg["config"]["steps"]
+    fig = viz.entropy_before_after(traces["before"], traces["after"],
+                                   labels=("before RL", f"after {steps} steps of {cfg['config']['mode']} RL"))
+    with atomic_file(out / "entropy_before_after.png") as tmp:
+        fig.write_image(str(tmp), format="png", width=900, height=520, scale=2)
+
+
 def main(argv=None) -> None:
     from softviz.files import atomic_file, make_folder
     from softviz.models import source_digest
@@ -92,8 +119,20 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="folder for the PNG files")
     ap.add_argument("--model", default=None, help="model folder or Hub id (default: the embedded model)")
+    ap.add_argument("--trained", type=Path, default=None, help="a `softviz train` run folder: entropy_before_after.png")
+    ap.add_argument("--curves", type=Path, nargs="+", default=None, help="run folders: training_curves.png")
     args = ap.parse_args(argv)
     out = make_folder(args.out)
+    if args.trained or args.curves:  # only the training figures
+        if args.trained:
+            before_after(args.trained, out)
+        if args.curves:
+            from softviz.cli import main as cli
+
+            cli(["curves", *map(str, args.curves), "--out", str(out / "training_curves.png"), "--title",
+                 f"RL on the embedded model: {', '.join(r.name for r in args.curves)}"])
+        print(f"wrote {out}")
+        return
     traces, _ = rollouts(args.model)
     for stem, fig in figures(traces).items():
         width = 1500 if stem.startswith("side_by_side") else 950
