@@ -414,7 +414,7 @@ def test_client_non_ascii_problem_returns_results(app, client):
     ("seed", 2.5, ["seed must be a whole number"]),
     ("gamma", -1, ["Value -1 is less than minimum value 0"]),
     ("mode_names", ["warm"], ["'warm'", "is not in the list of choices", "'hard'"]),
-    ("model_name", "gpt2", ["gpt2 is not in the list of choices", "['embedded']"]),
+    ("model_name", "gpt2", ["gpt2 is not in the list of choices", "'embedded'"]),
     ("model_name", "/etc/passwd", ["/etc/passwd is not in the list of choices"]),
     ("use_finetuned", True, ["no fine-tuned model in this session"]),
 ])

@@ -155,3 +155,36 @@ def test_seeds_reproduce_on_real_weights(smollm2):
     assert torch.equal(a.cot_tokens, b.cot_tokens) and a.answer_texts == b.answer_texts
     torch.testing.assert_close(a.cot_inputs, b.cot_inputs, rtol=1e-5, atol=1e-6)
     assert (a.cot_inputs[:, :3] - c.cot_inputs[:, :3]).abs().max() > 1e-3  # another seed, other noise
+
+
+# ---- the app ---------------------------------------------------------------------------------------------------
+def test_the_app_offers_smollm2_and_trains_it_only_on_a_gpu_host(smollm2, smollm2_cache, monkeypatch):
+    import softviz.app as app
+    from softviz.app import settings as app_settings
+    from softviz.app.compare_tab import compare
+    from softviz.app.train_tab import check_trainable_here
+
+    assert app.Settings().models == ("embedded", "smollm2")  # installed: offered by default, after the embedded one
+    monkeypatch.setattr(packaged, "installed", lambda: [])
+    assert app.Settings().models == ("embedded",)
+    monkeypatch.undo()
+    note = app_settings.model_note("smollm2")
+    assert "SmolLM2-135M-Instruct" in note and "Q4_1" in note and "{" not in note
+    assert f"about {app_settings.MEASURED['smollm2_s']} s on 2 cores" in note
+    with pytest.raises(ValueError, match="trains only on a GPU host.*Choose 'embedded'"):
+        check_trainable_here("smollm2", app.Settings(device="cpu"))
+    check_trainable_here("embedded", app.Settings(device="cpu"))
+    check_trainable_here("smollm2", app.Settings(device="cuda"))
+    with pytest.raises(ValueError, match="'gpt2' is not offered here"):
+        check_trainable_here("gpt2", app.Settings(device="cuda"))
+    # Compare on SmolLM2 through the app: the chat prompt goes in, a boxed answer comes out and is checked (its
+    # arithmetic is weak: greedy, it writes "17 * 3 = 54. 54 + 17 = 121.")
+    monkeypatch.setenv("SOFTVIZ_CACHE", str(smollm2_cache))  # the app loads its own copy, from this run's cache
+    settings = app.Settings(models=("embedded", "smollm2"))
+    result = compare("smollm2", "What is 17 times 3?", "51", ["hard-greedy", "fuzzy-greedy"], 1, 0.5, 1.0, 0.33, 64,
+                     0, False, settings, app.Session())
+    for label, tr in result["traces"].items():
+        assert tr.meta["prompts"][0].startswith("<|im_start|>"), label  # SmolLM2's chat template
+        (answer,), (correct,) = tr.meta["answers"], tr.meta["correct"]
+        assert tr.meta["cot_end"] == ["cue"] and answer.isdigit(), (label, tr.meta["cot_texts"], answer)
+        assert correct == (answer == "51")

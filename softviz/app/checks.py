@@ -23,10 +23,14 @@ def _cached_model(name: str, device: str | None):
     return load_model(None if name == EMBEDDED else name, device=device)
 
 
-def get_model(name: str, settings: Settings):
-    """The shared, read-only (model, tokenizer) of an allow-listed model, loaded once per process."""
+def check_offered(name, settings: Settings) -> None:
     if name not in settings.models:
         raise ValueError(f"model {name!r} is not offered here; choose one of: {', '.join(settings.models)}")
+
+
+def get_model(name: str, settings: Settings):
+    """The shared, read-only (model, tokenizer) of an allow-listed model, loaded once per process."""
+    check_offered(name, settings)
     return _cached_model(name, settings.device)
 
 

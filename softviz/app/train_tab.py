@@ -10,14 +10,16 @@ import time
 from typing import Any
 
 import gradio as gr
+import torch
 
 from softviz import Mode, Trace, analysis, generate, viz
 from softviz.config import ALGORITHMS, RLConfig
 from softviz.tasks import get_task
 
-from .checks import check_float, check_int, get_model, visitor_errors
+from .checks import check_float, check_int, check_offered, get_model, visitor_errors
 from .session import Session
-from .settings import BEFORE_AFTER_SAMPLES, BEFORE_AFTER_PROMPTS, MAX_ANSWER_TOKENS, TASK, TRAIN_MODES, Settings
+from .settings import (BEFORE_AFTER_SAMPLES, BEFORE_AFTER_PROMPTS, EMBEDDED, MAX_ANSWER_TOKENS, TASK, TRAIN_MODES, Settings,
+                       model_note)
 from .views import Outputs, mean_entropy, responsive, unsent
 
 
@@ -99,6 +101,19 @@ class TrainView(Outputs):
     session: Any = unsent(default=None)
 
 
+def check_trainable_here(model_name: str, settings: Settings) -> None:
+    """Train fine-tunes the embedded model anywhere; a real LM only on a GPU host (on 2 CPU cores a SmolLM2 step
+    takes about a minute and a private copy of the model with its optimizer holds gigabytes per visitor)."""
+    check_offered(model_name, settings)
+    if model_name == EMBEDDED:
+        return
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        raise ValueError(f"Train runs on the embedded model on this CPU server; {model_name} trains only on a GPU "
+                         f"host ({model_note(model_name) or 'a real model is too slow to fine-tune live on a CPU'}). "
+                         f"Choose 'embedded' in the model menu, or run `softviz train --model {model_name}`.")
+
+
 @visitor_errors
 def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings,
              session: Session, progress=gr.Progress()):
@@ -107,6 +122,7 @@ def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prom
     from softviz.train import train
 
     cfg = _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings)
+    check_trainable_here(model_name, settings)
     base, tok = get_model(model_name, settings)
     requested = session.train_requested_at or time.monotonic()  # API calls skip the button's pre-step
     session.train_requested_at = None
