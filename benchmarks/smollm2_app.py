@@ -31,8 +31,11 @@ def main() -> None:
     import os
 
     out = {"threads": torch.get_num_threads()}
-    with tempfile.TemporaryDirectory(prefix="softviz-bench-cache-") as cache:
-        os.environ["SOFTVIZ_CACHE"] = cache
+    # one temporary folder for everything the run writes: the converted weights, the app's session folders and
+    # Gradio's copies of downloadable traces, all removed at the end
+    with tempfile.TemporaryDirectory(prefix="softviz-bench-app-") as scratch:
+        tempfile.tempdir = scratch
+        os.environ["GRADIO_TEMP_DIR"] = os.environ["SOFTVIZ_CACHE"] = scratch
         from softviz import load_model
 
         t = time.perf_counter()
@@ -52,8 +55,10 @@ def main() -> None:
             times = []
             for _ in range(3):  # the first warms up
                 t = time.perf_counter()
+                session = app.Session()
                 list(app.on_compare(name, prompt, gold, ["hard", "soft", "fuzzy"], 8, 0.5, 1.0, 0.33, 96, 0, False,
-                                    settings, app.Session()))
+                                    settings, session))
+                session.close()
                 times.append(time.perf_counter() - t)
             out[f"compare_{name}_s"] = [round(x, 2) for x in times]
             out[f"compare_{name}_median_s"] = round(statistics.median(times[1:]), 2)
@@ -68,6 +73,7 @@ def main() -> None:
         out["rl_config"] = {k: getattr(cfg, k) for k in ("mode", "prompts_per_step", "group_size", "max_cot_tokens")}
         out["peak_rss_before_train_gb"] = round(before, 2)
         out["peak_rss_after_train_gb"] = round(peak_rss_gb(), 2)
+        tempfile.tempdir = None
     path = Path(__file__).parent / "results" / "smollm2_app.json"
     from softviz.files import atomic_file
 
