@@ -17,6 +17,9 @@ The estimates are not held in memory together: their Gram matrix is accumulated 
 (softviz.rl.GramAccumulator), so a 135M-parameter model needs two parameter-sized buffers, not K. Models
 other than the embedded one run the five methods only, without the direction test (`--direction` adds it).
 
+The file is written after each setting; a stopped run, started again with the same arguments, resumes after the
+last finished setting.
+
 This is the measurement behind docs/rl.md, "Why soft and fuzzy RL do not learn here".
 """
 
@@ -100,6 +103,17 @@ def direction_test(model, tok, task, cfg: RLConfig, grads: torch.Tensor | None, 
     return acc
 
 
+def resumable_rows(path: str, meta: dict) -> dict:
+    """The finished rows of an earlier run of the same measurement at `path` (same model, task and sizes)."""
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    if old.get("complete", True) or any(old.get(k) != v for k, v in meta.items()):
+        return {}  # a finished run is measured again; a different measurement is not mixed in
+    return {r["setting"]: r for r in old["rows"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--estimates", type=int, default=16, help="gradient estimates per setting on the fixed batch")
@@ -126,8 +140,27 @@ def main() -> None:
         base = dataclasses.replace(base, max_cot_tokens=args.max_cot_tokens)
     direction = DIRECTION if (embedded or args.direction) else ()
     settings = list(SETTINGS.items()) if embedded else [(k, v) for k, v in SETTINGS.items() if k in METHODS]
+    meta = {"model": args.model or "embedded", "model_sha256": source_digest(args.model), "task": args.task,
+            "max_cot_tokens": base.max_cot_tokens, "estimates": args.estimates,
+            "snr_batch": f"8 fixed prompts x {base.group_size} rollouts", "pooled": args.pooled,
+            "pooled_batch": f"{base.prompts_per_step} new prompts x {base.group_size} rollouts",
+            "val_size": args.val_size}
+    done = resumable_rows(out_path, meta)
+    spent = sum(r["seconds"] for r in done.values())
+
+    def save(complete: bool) -> None:
+        out = {**meta, "threads": torch.get_num_threads(), "weights_sha256": model_fingerprint(model),
+               "seconds": round(spent + time.perf_counter() - t0, 1), "complete": complete, "rows": rows}
+        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out_path) as tmp:
+            Path(tmp).write_text(json.dumps(out, indent=1) + "\n")
+
     t0 = time.perf_counter()
     for name, over in ([("random direction", None)] if direction else []) + settings:
+        if name in done:
+            print(f"[rl_signal] {name}: kept from {out_path}", flush=True)
+            rows.append(done[name])
+            continue
         t = time.perf_counter()
         cfg = dataclasses.replace(base, **(over or {}))
         row = {"setting": name}
@@ -143,6 +176,7 @@ def main() -> None:
                                                                                        val).items()}
         row["seconds"] = round(time.perf_counter() - t, 1)
         rows.append(row)
+        save(complete=False)  # a stopped run resumes after the last finished setting
         print(json.dumps(row), flush=True)
     hard = next(r for r in rows if r["setting"] == "hard")
     print(f"\n{'setting':34s} {'snr':>8s} {'95% interval':>17s} {'/ hard':>7s} {'cos(halves)':>11s} {'|g|':>8s} {'pooled cos':>10s}   greedy val at "
@@ -157,14 +191,7 @@ def main() -> None:
                   f"{r['grad_norm']:8.3g} {pc}   {accs}")
         else:
             print(f"{r['setting']:34s} {'':8s} {'':17s} {'':7s} {'':11s} {'':8s} {'':10s}   {accs}")
-    out = {"model": args.model or "embedded", "model_sha256": source_digest(args.model), "task": args.task,
-           "max_cot_tokens": base.max_cot_tokens, "estimates": args.estimates, "snr_batch": f"8 fixed prompts x {base.group_size} rollouts",
-           "pooled": args.pooled, "pooled_batch": f"{base.prompts_per_step} new prompts x {base.group_size} rollouts",
-           "val_size": args.val_size, "threads": torch.get_num_threads(), "weights_sha256": model_fingerprint(model),
-           "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out_path) as tmp:
-        Path(tmp).write_text(json.dumps(out, indent=1) + "\n")
+    save(complete=True)
     print(f"wrote {out_path}")
 
 
