@@ -122,6 +122,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="embedded model (default), 'smollm2', a folder or a Hub id")
     ap.add_argument("--task", default="arithmetic")
     ap.add_argument("--max-cot-tokens", type=int, default=None, help="CoT budget (default: RLConfig's, 64)")
+    ap.add_argument("--micro-batch", type=int, default=None, help="rollouts per forward-backward pass (default: all "
+                    "64 on the embedded model, 8 on another: 64 SmolLM2 rollouts in one pass need about 23 GB)")
     ap.add_argument("--direction", action="store_true", help="run the direction test on a model other than the "
                     "embedded one (it always runs on the embedded model)")
     ap.add_argument("--out", default=None, help="default benchmarks/results/rl_signal.json, or "
@@ -138,6 +140,8 @@ def main() -> None:
     base = RLConfig(mode="hard", task=args.task)
     if args.max_cot_tokens:
         base = dataclasses.replace(base, max_cot_tokens=args.max_cot_tokens)
+    micro = args.micro_batch or (None if embedded else 8)  # the same gradient, in passes that fit in memory
+    base = dataclasses.replace(base, micro_batch=micro)
     direction = DIRECTION if (embedded or args.direction) else ()
     settings = list(SETTINGS.items()) if embedded else [(k, v) for k, v in SETTINGS.items() if k in METHODS]
     meta = {"model": args.model or "embedded", "model_sha256": source_digest(args.model), "task": args.task,

@@ -61,6 +61,9 @@ def cmd_demo(args) -> None:
 def cmd_compare(args) -> None:
     """Side-by-side summary of several modes on one prompt (softviz.compare, as the app's Compare tab)."""
     from softviz.compare import compare_modes
+    from softviz.config import TraceConfig
+    from softviz.export import write_comparison
+    from softviz.files import make_folder
     from softviz.tasks import get_task
 
     task, gold = get_task(args.task, chat_template=args.chat_template), None
@@ -74,9 +77,18 @@ def cmd_compare(args) -> None:
         except ValueError as err:  # past the end of a real test set
             raise ValueError(f"--example {args.example}: {err}") from None
         text, gold = ex.question, ex.answer
+    for flag, path, suffixes in (("--html", args.html, (".html", ".htm")), ("--json", args.json, (".json",))):
+        if path is not None:
+            _check_output(flag, path, folder=False)
+            if Path(path).suffix.lower() not in suffixes:
+                raise ValueError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
+    if args.save_trace is not None:
+        _check_output("--save-trace", args.save_trace, folder=True)
     model, tok = _load_model(args)
+    keep = bool(args.html or args.save_trace)
     result = compare_modes(model, tok, task, text, args.modes, n=args.n, gold=gold, max_cot_tokens=args.max_cot_tokens,
-                           max_answer_tokens=args.max_answer_tokens, seed=args.seed)
+                           max_answer_tokens=args.max_answer_tokens, seed=args.seed,
+                           trace=TraceConfig(top_k=5, nearest_k=3) if keep else False)
     print(f"prompt: {result.prompt}" + (f"\ngold answer: {gold}" if gold is not None else ""))
     width = max(len(s.label) for s in result.summaries)
     print(f"\n{'mode':<{width}}  {'accuracy':>8}  {'entropy':>7}  {'distinct':>8}  {'CoT len':>7}  answers (count)")
@@ -84,6 +96,24 @@ def cmd_compare(args) -> None:
         acc_s = f"{100 * s.accuracy:7.1f}%" if s.accuracy is not None else "       -"
         ans = ", ".join(f"{a} x{c}" for a, c in s.answer_counts.most_common(6))
         print(f"{s.label:<{width}}  {acc_s}  {s.mean_entropy:7.3f}  {s.distinct_answers:8d}  {s.mean_cot_length:7.1f}  {ans}")
+    for s in result.summaries:
+        r = s.rollouts
+        print(f"\n{s.label} (CoT τ {r.mode.cot_temperature:g}, σ {r.sigma:.4f}): each rollout's CoT, then its answer")
+        for b in range(len(r)):
+            mark = "" if gold is None else ("  correct" if task.is_correct(r.answers[b], gold) else "  wrong")
+            print(f"  [{b}] {r.cot_texts[b].strip()}\n      -> {r.answers[b]}{mark}  (CoT {int(r.cot_lengths[b])} tokens, "
+                  f"ended by {r.cot_end[b]})")
+    settings = {"model": args.model or "embedded", "task": args.task, "modes": [s.label for s in result.summaries],
+                "n": args.n, "seed": args.seed, "max_cot_tokens": args.max_cot_tokens,
+                "max_answer_tokens": args.max_answer_tokens}
+    for path in (args.html, args.json):
+        if path is not None:
+            print(f"wrote {write_comparison(result, path, settings)}")
+    if args.save_trace is not None:
+        folder = make_folder(args.save_trace)
+        for i, s in enumerate(result.summaries):
+            name = f"{i}_{''.join(c if c.isalnum() or c in '-_.' else '_' for c in s.label)}.safetensors"
+            print(f"wrote {s.rollouts.trace.save(folder / name)}")
 
 
 def cmd_eval(args) -> None:
@@ -328,6 +358,10 @@ def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
                            help="comma-separated steps whose rollouts are saved as Traces")
         elif f.name == "epsilon":
             p.add_argument(flag, type=_finite_float, default=None, help="PPO-style ratio clip (default: none)")
+        elif f.name == "micro_batch":
+            p.add_argument(flag, type=_int_at_least(1), default=None,
+                           help="rollouts per forward-backward pass; gradients accumulate, the step is the same "
+                                "(default: all rollouts of a step at once)")
         elif f.name == "noise_scale":
             p.add_argument(flag, type=_finite_float, default=None,
                            help="γ of soft/fuzzy rollouts (default: the preset's 0.33)")
@@ -359,6 +393,11 @@ def main(argv=None) -> int:
     p.add_argument("--example", type=_non_negative_int, default=0, help="index of the test problem when no --prompt")
     p.add_argument("--modes", type=_mode_list, default="hard,soft,fuzzy", help=modes_help)
     p.add_argument("-n", type=_positive_int, default=8, help="rollouts per mode")
+    p.add_argument("--html", default=None, help="write the comparison as one HTML page that opens offline "
+                   "(figures, every rollout's soft text, settings)")
+    p.add_argument("--json", default=None, help="write the comparison (every rollout, settings) as JSON")
+    p.add_argument("--save-trace", default=None, metavar="FOLDER",
+                   help="save each mode's Trace as FOLDER/<i>_<mode>.safetensors (softviz.Trace.load reads it)")
     p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser("eval", help=cmd_eval.__doc__)

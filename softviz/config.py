@@ -212,6 +212,7 @@ class RLConfig:
     steps: int = 60
     prompts_per_step: int = 4  # B: the paper uses 2 prompts...
     group_size: int = 8  # ...x G = 32 samples; smaller here so a CPU step takes seconds
+    micro_batch: int | None = None  # rollouts per forward-backward pass (gradients accumulate); None: all at once
     learning_rate: float = 5e-5  # the paper's 3e-6..8e-6 suit 3B-8B models; the 3M-parameter embedded one needs more
     warmup_steps: int = 5  # the paper warms up 20 of 4000 steps
     weight_decay: float = 0.0  # not stated in the paper
@@ -254,6 +255,9 @@ class RLConfig:
                why=f"{self.algorithm} compares samples within a group")
         if self.prompts_per_step * self.group_size > checks.MAX_ROLLOUTS:
             bad("group_size", f"prompts_per_step x group_size <= {checks.MAX_ROLLOUTS} rollouts per step")
+        if self.micro_batch is not None:
+            number("micro_batch", checks.integer, 1, checks.MAX_ROLLOUTS,
+                   why="or None (every rollout of a step in one pass)")
         for f in ("max_cot_tokens", "max_answer_tokens"):
             number(f, checks.integer, 1, checks.MAX_TOKENS)
         number("eval_size", checks.integer, 1, checks.MAX_ROLLOUTS)

@@ -67,6 +67,18 @@ class Rollouts:
     def __len__(self) -> int:
         return len(self.prompt_index)
 
+    def rows(self, sl: slice) -> "Rollouts":
+        """Rows `sl` (a slice) as Rollouts of their own, sharing storage; `prompts` and the mode are kept whole.
+        Training scores micro-batches of rows this way (RLConfig.micro_batch)."""
+        if not isinstance(sl, slice):
+            raise TypeError(f"Rollouts.rows takes a slice of rows, got {type(sl).__name__}")
+        pick = lambda v: v[sl] if v is not None else None  # noqa: E731
+        lists = ("prompt_ids", "cot_end", "prefill_ids", "cot_texts", "answer_texts", "answers")
+        tensors = ("prompt_index", "sample_index", "cot_tokens", "cot_inputs", "cot_lengths", "cot_logprobs",
+                   "cot_entropy", "answer_ids", "answer_lengths", "answer_logprobs")
+        return dataclasses.replace(self, **{f: pick(getattr(self, f)) for f in lists + tensors},
+                                   cot_actions={k: v[sl] for k, v in self.cot_actions.items()}, trace=None)
+
 
 def rollout_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """A stable 63-bit seed for one rollout, derived from (seed, prompt, sample), so any rollout replays alone."""

@@ -110,7 +110,7 @@ def iter_gradient_estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool
     prompts each time. Leaves the gradients cleared and the model in eval mode."""
     from softviz.generate import embedding_matrix
     from softviz.mixing import noise_std
-    from softviz.train import rl_loss, rollout_rewards
+    from softviz.train import rl_backward, rollout_rewards
 
     mode = cfg.rollout_mode
     sigma = noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else None
@@ -120,9 +120,8 @@ def iter_gradient_estimates(model, tok, task, cfg: RLConfig, K: int, fixed: bool
             examples = task.examples("train", cfg.prompts_per_step, seed=0,
                                      start=0 if fixed else k * cfg.prompts_per_step)
             r, rewards, adv, golds = rollout_rewards(model, tok, cfg, task, examples, mode, seed=seed + k, sigma=sigma)
-            loss, _ = rl_loss(model, cfg, r, adv)
             model.zero_grad(set_to_none=False)
-            loss.backward()
+            rl_backward(model, cfg, r, adv)
             yield (torch.cat([p.grad.flatten() for p in params]),
                    statistics.fmean(task.is_correct(a, g) for a, g in zip(r.answers, golds)))
     finally:

@@ -81,7 +81,7 @@ def test_build_demo_exposes_the_handlers_by_name(app, settings):
     demo = app.build_demo(settings)
     names = {d.api_name for d in demo.fns.values() if d.api_name}
     assert {"compare", "random_problem", "rollout", "train", "cancel", "open_trace", "pick_trace", "explore_rollout",
-            "explore_step"} <= names
+            "explore_step", "export"} <= names
     demo.close()
 
 
@@ -151,6 +151,25 @@ def test_an_api_client_reads_the_same_view_by_name(app, compared):
     assert back.flat() == [None if unsent(v) else v for v in out.flat()]
     with pytest.raises(ValueError):
         app.CompareView.from_api([v for v in out.flat() if not unsent(v)][1:])
+
+
+def test_export_offers_the_comparison_as_an_offline_page_and_json(app, settings, compared):
+    import json
+
+    with pytest.raises(gr.Error, match="press Compare first"):
+        app.on_export(settings, app.Session())
+    session, _, out = compared
+    update = app.on_export(settings, session)
+    html, js = (Path(p) for p in update["value"])
+    assert update["visible"] and html.suffix == ".html" and js.suffix == ".json"
+    assert html.parent == js.parent == session.files()  # removed with the session
+    data = json.loads(js.read_text())
+    assert data["settings"]["seed"] == 0 and data["settings"]["modes"] == ["hard", "soft", "fuzzy"]
+    assert data["prompt"] == session.compare["prompt"]
+    for m in data["modes"]:
+        assert [r["answer"] for r in m["rollouts"]] == session.compare["traces"][m["label"]].meta["answers"]
+    page = html.read_text()
+    assert page.count('class="plotly-graph-div"') == 4 and page.count("<h3>rollout 7</h3>") == 3
 
 
 def test_compare_replays_with_the_same_seed(app, settings, problem, compared):

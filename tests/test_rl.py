@@ -283,3 +283,49 @@ def test_gumbel_policy_gradient_raises_the_rewarded_token():
     _first_step_reinforce(model, tok, mode, opt, 10, lambda r: torch.isin(r.cot_tokens[:, 0], good).float())
     end = mass()
     assert end > start + 0.1, (start, end)
+
+
+@pytest.mark.parametrize("over", [dict(mode="soft"), dict(mode="hard", epsilon=0.2, beta=0.05),
+                                  dict(mode="multiplex")], ids=["soft", "hard-clip-kl", "multiplex"])
+def test_micro_batches_accumulate_the_full_batch_gradient(embedded, over):
+    """RLConfig.micro_batch splits one step's rollouts into forward-backward passes: same loss, metrics and
+    gradient as one pass (here 12 rollouts in passes of 5, 5 and 2)."""
+    import copy
+    import dataclasses
+
+    from softviz.config import RLConfig
+    from softviz.train import rl_backward
+
+    model, tok = embedded
+    cfg = RLConfig(group_size=4, **over)
+    r = generate(model, tok, PROMPTS, cfg.rollout_mode, n=4, max_cot_tokens=32, max_answer_tokens=8, seed=3)
+    adv = rloo_advantages(torch.tensor([100.0, 0, 10, 100, 0, 0, 100, 10, 100, 100, 0, 10]), 4)
+    ref = None
+    if cfg.beta:
+        ref = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(1e-3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    params = [p for p in model.parameters() if p.requires_grad]
+    runs = []
+    for mb in (None, 5):
+        model.zero_grad(set_to_none=True)
+        loss, metrics = rl_backward(model, dataclasses.replace(cfg, micro_batch=mb), r, adv, ref)
+        runs.append((loss, metrics, torch.cat([p.grad.flatten() for p in params])))
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    (l1, m1, g1), (l5, m5, g5) = runs
+    assert g1.norm() > 0 and math.isclose(l1, l5, rel_tol=1e-4, abs_tol=1e-6)
+    assert m1.keys() == m5.keys() and all(math.isclose(m1[k], m5[k], rel_tol=1e-4, abs_tol=1e-6) for k in m1)
+    assert float((g1 - g5).norm()) <= 1e-4 * float(g1.norm())
+    if cfg.beta:
+        assert m1["kl"] > 0
+
+
+def test_micro_batch_is_checked():
+    from softviz.config import RLConfig
+
+    for bad in (0, -2, 1.5, "4"):
+        with pytest.raises(ValueError, match="micro_batch"):
+            RLConfig(micro_batch=bad)
+    assert RLConfig(micro_batch=3).micro_batch == 3

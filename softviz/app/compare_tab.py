@@ -112,8 +112,12 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
             trace.meta["model"] = f"fine-tuned from {session.finetuned['base']}"
         traces[summary.label] = trace
         files[summary.label] = str(trace.save(folder / f"trace-{summary.label}-{stamp}.safetensors"))
+    model_label = traces[modes[0].label].meta["model"]
     session.compare = {"prompt": prompt, "gold": gold, "traces": traces, "files": files, "n": n,
-                       "model": traces[modes[0].label].meta["model"], "seconds": time.perf_counter() - t0}
+                       "model": model_label, "seconds": time.perf_counter() - t0, "comparison": result,
+                       "settings": {"model": model_label, "modes": [m.label for m in modes], "n": n, "seed": seed,
+                                    "max_cot_tokens": max_cot_tokens, "max_answer_tokens": MAX_ANSWER_TOKENS,
+                                    "soft_tau": soft_tau, "hard_tau": hard_tau, "gamma": gamma}}
     return session.compare
 
 
@@ -226,3 +230,23 @@ def on_rollout(rollout, settings: Settings, session: Session) -> list[RolloutVie
     traces = list((session.compare or {}).get("traces", {}).values())
     return [rollout_figures(traces[i], rollout) if i < len(traces) else RolloutView()
             for i in range(settings.max_modes)]
+
+
+@visitor_errors
+def on_export(settings: Settings, session: Session):
+    """The Export button: the last comparison as one HTML page that opens offline (figures, every rollout's soft
+    text, settings and seed) and as JSON, offered for download."""
+    from softviz.export import write_comparison
+
+    done = session.compare or {}
+    if "comparison" not in done:
+        raise ValueError("nothing to export yet: press Compare first")
+    folder, stamp = session.files(), time.strftime("%H%M%S")
+    paths = [str(write_comparison(done["comparison"], folder / f"comparison-{stamp}.{ext}", done["settings"]))
+             for ext in ("html", "json")]
+    return gr.update(value=paths, visible=True)
+
+
+def hide_export():
+    """A new comparison makes the exported files stale: hide them until Export is pressed again."""
+    return gr.update(value=None, visible=False)

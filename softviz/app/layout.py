@@ -7,7 +7,8 @@ import gradio as gr
 
 from softviz.config import ALGORITHMS, KINDS, PRESETS
 
-from .compare_tab import AcrossModes, CompareSlot, CompareView, first_problem, on_compare, on_rollout, random_problem
+from .compare_tab import (AcrossModes, CompareSlot, CompareView, first_problem, hide_export, on_compare, on_export,
+                          on_rollout, random_problem)
 from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
                           on_upload)
 from .session import Sessions, close_session, new_session
@@ -105,6 +106,10 @@ def _compare_tab(settings: Settings) -> dict:
             c["gamma"] = gr.Number(0.33, label="γ (noise σ = γ·RMS(E), modes with noise)", minimum=0)
             c["use_ft"] = gr.Checkbox(False, label="use my fine-tuned model (run Train first)", interactive=False)
     c["summary"] = gr.Markdown("*Results appear here: one column per mode.*")
+    with gr.Row():
+        c["export"] = gr.Button("Export this comparison (HTML + JSON)", size="sm", scale=0)
+        c["export_files"] = gr.File(label="Exported: one HTML page that opens offline, and the same as JSON",
+                                    file_count="multiple", visible=False, interactive=False, scale=1)
     c["rollout"] = gr.Slider(0, max(min(8, settings.max_rollouts) - 1, 1), value=0, step=1,
                              label="Rollout shown step by step in each column (soft text, mixture weights, "
                                    "nearest vocabulary)")
@@ -207,6 +212,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                     cmp["gamma"], cmp["max_cot"], cmp["seed"], cmp["use_ft"], host, session],
             outputs=compared.flat(), api_name="compare", concurrency_id="rollouts",
             concurrency_limit=settings.concurrency)
+        cmp["run"].click(hide_export, outputs=cmp["export_files"], queue=False, api_name=False)
+        cmp["export"].click(on_export, inputs=[host, session], outputs=cmp["export_files"], api_name="export",
+                            concurrency_limit=4)
         cmp["rollout"].release(flat_outputs(on_rollout), inputs=[cmp["rollout"], host, session],
                                outputs=[c for slot in cmp["slots"] for c in slot.rollout.flat()], api_name="rollout",
                                concurrency_limit=4)
