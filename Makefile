@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py --steps 11
 	$(BIN)/python benchmarks/bench_viz.py
 	$(BIN)/python benchmarks/bench_app.py
+	$(BIN)/python benchmarks/train_defaults.py
 
 ## re-train the embedded model from scratch (seeded; stops early, within an hour on 2 CPU cores)
 embedded-model: $(STAMP)

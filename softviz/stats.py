@@ -52,6 +52,22 @@ def band_stats(values: np.ndarray, band: str = "ci95") -> dict[str, np.ndarray]:
     return {"mean": mean, "lo": lo, "hi": hi, "count": count}
 
 
+def proportion_interval(correct: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a share `correct / n` (sound near 0 and 1, unlike mean ± 1.96·SE): the interval
+    an accuracy on n problems is shown with.
+
+    >>> [round(x, 3) for x in proportion_interval(32, 64)]
+    [0.381, 0.619]
+    """
+    n, correct = checks.integer("proportion_interval n", n, 1), checks.integer("proportion_interval correct", correct, 0)
+    if correct > n:
+        raise ValueError(f"proportion_interval needs correct <= n, got {correct} of {n}")
+    from scipy.stats import binomtest
+
+    ci = binomtest(correct, n).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
+
+
 def t_quantile(q: float, dof: int) -> float:
     """The q-quantile of Student's t with `dof` degrees of freedom (t_quantile(0.975, 2) = 4.303): the factor of
     a 95% interval of a mean over dof + 1 seeds."""

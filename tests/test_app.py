@@ -2,6 +2,7 @@
 driven through gradio_client (two clients = two visitors, whose fine-tuned models stay apart)."""
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -189,6 +190,17 @@ def test_a_typed_question_is_answered(app, settings):
     assert "51" in out.slots[0].header and "User: What is 17 times 3? Assistant:" in trace.meta["prompts"]
 
 
+def test_deterministic_modes_say_their_rollouts_are_identical(app, settings):
+    out = last(app.on_compare("embedded", "What is 17 times 3?", "51", ["hard-greedy", "soft"], 3, 0.5, 1.0, 0.33, 64,
+                              0, False, settings, app.Session()))
+    assert "Deterministic: all 3 rollouts are identical" in out.slots[0].header
+    assert "Deterministic" not in out.slots[1].header  # soft rollouts draw noise, even when they agree
+    session = out.session
+    app.on_pick("soft", session)
+    text = app.on_explore_step(0, 2, session).text
+    assert "entropy of p at τ = 1" in text and "the weights below are the mode's, at τ = 0.5" in text
+
+
 def test_rollout_slider_redraws_the_per_rollout_figures(app, settings, compared):
     session = compared[0]
     out = app.on_rollout(3, settings, session)
@@ -281,18 +293,92 @@ def test_cancel_stops_training_between_steps(app, settings):
     run = app.on_train("embedded", "soft", "grpo", 50, 1e-4, 2, 2, settings, session)
     next(run)  # measuring the starting model
     next(run)  # step 0 (validation)
+    next(run)  # step 1
     assert "Stopping" in app.on_cancel(session)
     rest = list(run)
-    assert "Cancelled after 0 of 50 steps" in rest[-1].status
+    assert "Cancelled after 1 of 50 steps" in rest[-1].status
     assert session.finetuned is not None  # what was trained so far is kept, and compared before/after
+    assert "Before / after" in rest[-1].before_after and not session.training
+    assert "Nothing to cancel" in app.on_cancel(session)  # the run is over
+
+
+def test_cancel_before_the_first_step_leaves_no_fine_tuned_model(app, settings):
+    for steps_seen in (1, 2):  # cancelled while measuring the starting model, or after the step-0 validation
+        session = app.Session()
+        run = app.on_train("embedded", "hard", "rloo", 5, 1e-4, 2, 2, settings, session)
+        for _ in range(steps_seen):
+            next(run)
+        assert session.training and "Stopping" in app.on_cancel(session)
+        rest = list(run)
+        assert "Cancelled before the first step" in rest[-1].status and "unchanged" in rest[-1].status
+        assert "yours" not in rest[-1].status and session.finetuned is None and not session.training
+
+
+def test_runs_are_kept_side_by_side_overlaid_and_usable_in_compare(app, settings, problem):
+    session = app.Session()
+    first = list(app.on_train("embedded", "hard", "rloo", 1, 1e-3, 2, 2, settings, session, 0))[-1]
+    second = list(app.on_train("embedded", "soft-grpo", "rloo", 1, 1e-3, 2, 2, settings, session, 1))[-1]
+    labels = [r["label"] for r in session.runs]
+    assert labels == ["#1 hard rloo lr 0.001 seed 0", "#2 soft-grpo rloo lr 0.001 seed 1"]
+    assert session.finetuned is session.runs[-1] and session.runs[0]["config"].mode == "hard"
+    assert second.runs_menu.choices == [(x, x) for x in labels] or second.runs_menu.choices == labels
+    assert second.runs_menu.value == labels[1]
+    names = {t.name for t in second.curves.data if t.name}
+    assert {labels[0], labels[1]} <= names  # the second run's curves overlay the first's
+    assert labels[0] in first.status and labels[1] in second.status
+    out = last(app.on_compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, settings,
+                              session, labels[0]))
+    assert f"({labels[0]})" in session.compare["traces"]["hard"].meta["model"] and "fine-tuned" in out.summary
+    with pytest.raises(gr.Error, match="no fine-tuned run 'nope'"):
+        last(app.on_compare("embedded", problem[0], problem[1], ["hard"], 2, 0.5, 1.0, 0.33, 32, 0, True, settings,
+                            session, "nope"))
+    one = app.Settings(max_runs=1)
+    third = list(app.on_train("embedded", "hard", "rloo", 1, 1e-3, 2, 2, one, session, 2))[-1]
+    assert [r["label"] for r in session.runs] == ["#3 hard rloo lr 0.001 seed 2"] and "was dropped" in third.status
+
+
+def test_cancel_with_nothing_running_says_so(app):
+    assert "Nothing to cancel" in app.on_cancel(app.Session())
 
 
 def test_cancel_stops_a_run_still_in_the_queue(app, settings):
     session = app.Session()
-    assert "Waiting" in app.on_train_requested(session)  # Train pressed; the run waits for the trainer
-    app.on_cancel(session)
+    assert "Waiting" in app.on_train_requested("embedded", "hard", "rloo", 5, 1e-4, 2, 2, settings, session)
+    assert "Stopping" in app.on_cancel(session)  # Train pressed; the run waits for the trainer
     updates = list(app.on_train("embedded", "hard", "rloo", 5, 1e-4, 2, 2, settings, session))
     assert len(updates) == 1 and "Cancelled before it started." in updates[0].status and session.finetuned is None
+
+
+def test_invalid_train_settings_are_said_in_the_status_that_stays(app, settings):
+    session = app.Session()
+    status = app.on_train_requested("embedded", "hard", "rloo", 5, 5.0, 2, 2, settings, session)
+    assert "Not started" in status and "learning rate" in status and "Waiting" not in status
+    status = app.on_train_requested("embedded", "hard", "rloo", 5, 1e-4, 32, 32, settings, session)
+    assert "Not started" in status and "this server allows 64" in status
+    assert session.train_requested_at is None and "Nothing to cancel" in app.on_cancel(session)
+
+
+def test_train_labels_say_what_each_accuracy_measures(app, settings):
+    session = app.Session()
+    updates = list(app.on_train("embedded", "hard", "rloo", 1, 1e-4, 2, 2, settings, session, 3))
+    step0, step1, final = updates[1].status, updates[2].status, updates[-1]
+    assert session.finetuned["config"].seed == 3 and session.finetuned["config"].eval_size == app.TRAIN_EVAL_SIZE
+    assert "greedy validation (hard-greedy CoT" in step0 and f"of {app.TRAIN_EVAL_SIZE}</div>" in step0
+    assert re.search(r"\d+\.\d% \[\d+\.\d–\d+\.\d\] of 256", step0)  # a share, its 95% interval and n
+    assert "4 training rollouts (hard CoT, τ = 1, answers sampled at τ = 1)" in step1
+    assert "hard CoT, τ = 1, greedy answers" in final.before_after and "of 32** before" in final.before_after
+
+
+def test_train_defaults_are_the_measured_ones(app):
+    import json
+
+    from softviz.app.settings import MEASURED, TRAIN_DEFAULTS
+
+    measured = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" /
+                           "train_defaults.json").read_text())
+    assert measured["defaults"] == TRAIN_DEFAULTS and measured["eval_size"] == app.TRAIN_EVAL_SIZE
+    assert MEASURED["train_s"] == round(measured["median_seconds"]) and measured["gain_95"][0] > 0
+    assert MEASURED["train_gain"] == f"{measured['mean_gain_points']:.0f}"
 
 
 def test_train_rejects_bad_settings(app, settings):

@@ -435,12 +435,14 @@ def test_nan_and_infinity_sent_raw_get_readable_messages(served, problem):
              ("seed", "NaN", "seed must be a whole number"), ("seed", "Infinity", "seed must be a whole number"),
              ("seed", "-Infinity", "less than minimum value 0")]
     for name, raw, needle in cases:
-        event, message = call_raw(served, "compare", raw_body(compare_inputs(problem), name, raw))
+        inputs = {**compare_inputs(problem), "finetuned_run": None}  # a raw request sends every input
+        event, message = call_raw(served, "compare", raw_body(inputs, name, raw))
         assert event == "error" and message, (name, raw, message)
         assert_readable(message, needle)
     train = dict(model_name="embedded", mode="hard", algorithm="rloo", steps=2, learning_rate=1e-4, group_size=2,
-                 prompts_per_step=2)
+                 prompts_per_step=2, seed=0)
     for name, raw, needle in [("steps", "NaN", "steps must be a whole number"),
+                              ("seed", "NaN", "seed must be a whole number"),
                               ("learning_rate", "NaN", "learning rate must be"),
                               ("group_size", "NaN", "group size must be a whole number")]:
         event, message = call_raw(served, "train", raw_body(train, name, raw))

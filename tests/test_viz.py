@@ -281,3 +281,12 @@ def test_method_curves_draw_the_seed_mean_and_a_clipped_band_from_three_seeds():
     band = next(d for d in fig.data if d.fill == "toself")
     assert list(band.y) == pytest.approx([0, 110, -30, 0])
     assert "gain" in fig.layout.yaxis.title.text
+
+
+def test_training_curves_tick_whole_steps_only():
+    short = viz.training_curves({"a": [{"step": 0, "val/greedy_accuracy": 0.5},
+                                       {"step": 1, "reward": 3.0, "val/greedy_accuracy": 0.6}, {"step": 2, "reward": 4.0}]})
+    assert all(short.layout[f"xaxis{i}"].dtick == 1 and short.layout[f"xaxis{i}"].tickformat == "d"
+               for i in ("", "2"))
+    long = viz.training_curves({"a": [{"step": s, "reward": float(s), "val/greedy_accuracy": 0.5} for s in range(31)]})
+    assert long.layout.xaxis.dtick == long.layout.xaxis2.dtick == 4

@@ -23,12 +23,12 @@ from .explore_tab import ExploreView, OpenedTrace, StepView, on_explore_rollout,
 from .layout import build_demo
 from .serve import launch, main, warm_up
 from .session import Session, Sessions
-from .settings import BEFORE_AFTER_PROMPTS, DEFAULT_MODES, Settings, parse_args
+from .settings import BEFORE_AFTER_PROMPTS, DEFAULT_MODES, TRAIN_DEFAULTS, TRAIN_EVAL_SIZE, Settings, parse_args
 from .train_tab import TrainView, on_cancel, on_train, on_train_requested
 from .views import Outputs, RolloutView, column_header, summary_markdown
 
 __all__ = [
-    "AcrossModes", "BEFORE_AFTER_PROMPTS", "CompareSlot", "CompareView", "DEFAULT_MODES", "ExploreView", "OpenedTrace",
+    "AcrossModes", "BEFORE_AFTER_PROMPTS", "CompareSlot", "CompareView", "DEFAULT_MODES", "ExploreView", "TRAIN_DEFAULTS", "TRAIN_EVAL_SIZE", "OpenedTrace",
     "Outputs", "Problem", "RolloutView", "Session", "Sessions", "Settings", "StepView", "TrainView", "build_demo",
     "build_modes", "column_header", "compare", "first_problem", "get_model", "launch", "main", "on_cancel",
     "on_compare", "on_explore_rollout", "on_export", "on_explore_step", "on_pick", "on_rollout", "on_train", "on_train_requested",

@@ -63,7 +63,7 @@ def build_modes(names, soft_tau: float, hard_tau: float, gamma: float) -> list[M
 
 
 def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
-            use_finetuned, settings: Settings, session: Session, progress=None) -> dict:
+            use_finetuned, settings: Settings, session: Session, progress=None, finetuned_run=None) -> dict:
     """Roll out `n` CoTs per mode on one prompt, record Traces (with fed inputs, for projections) and save them.
 
     Returns (and keeps in session.compare): prompt, gold, traces {label: Trace}, files {label: path}, seconds.
@@ -88,10 +88,9 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
     seed = check_int("seed", seed, 0, 2**31 - 1)
     modes = build_modes(mode_names, check_float("soft τ", soft_tau, 1e-4, 10),
                         check_float("hard τ", hard_tau, 1e-4, 10), check_float("γ", gamma, 0, 10))
-    if use_finetuned:
-        if session.finetuned is None:
-            raise ValueError("there is no fine-tuned model in this session yet: run one in the Train tab first")
-        model, tok = session.finetuned["model"], session.finetuned["tokenizer"]
+    run = session.run(finetuned_run) if use_finetuned else None  # None: the latest fine-tune
+    if run is not None:
+        model, tok = run["model"], run["tokenizer"]
     else:
         model, tok = get_model(model_name, settings)
     task = get_task(TASK)
@@ -108,8 +107,8 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
     prompt, traces, files = result.prompt, {}, {}
     for summary in result.summaries:
         trace = summary.rollouts.trace
-        if use_finetuned:
-            trace.meta["model"] = f"fine-tuned from {session.finetuned['base']}"
+        if run is not None:
+            trace.meta["model"] = f"fine-tuned from {run['base']} ({run['label']})"
         traces[summary.label] = trace
         files[summary.label] = str(trace.save(folder / f"trace-{summary.label}-{stamp}.safetensors"))
     model_label = traces[modes[0].label].meta["model"]
@@ -212,12 +211,12 @@ def add_details(view: CompareView, result: dict, rollout: int) -> CompareView:
 
 @visitor_errors
 def on_compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
-               use_finetuned, settings: Settings, session: Session, progress=gr.Progress()):
+               use_finetuned, settings: Settings, session: Session, finetuned_run=None, progress=gr.Progress()):
     """The Compare button: roll out, then fill the result area in two updates (CompareViews): answers, shadow
     texts and entropy first; then everything, with the figures of one rollout and those across modes (the last
     update is whole, so an API client's predict() gets it all). Offers the traces to Explore."""
     result = compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
-                     use_finetuned, settings, session, progress)
+                     use_finetuned, settings, session, progress, finetuned_run)
     first = compare_view(result, session, 0, settings.max_modes, details=False)
     yield first
     yield add_details(first, result, 0)

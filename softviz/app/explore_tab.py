@@ -85,9 +85,11 @@ def explore_step(rollout, step, session: Session) -> StepView:
     if length == 0:
         return StepView(f"Rollout {b} has no CoT steps.", [])
     t = clamped("CoT step", step, 0, length - 1)
+    tau = trace.mode.cot_temperature
     return StepView(f"**Step {t}** of rollout {b} ({length} steps): shadow token "
-                    f"{trace.decode([trace.tokens[b, t]])[0]!r} · entropy {float(trace.entropy[b, t]):.3f} nats · "
-                    f"noise ‖σε‖ {float(trace.noise_norm[b, t]):.3f}", step_table(trace, b, t))
+                    f"{trace.decode([trace.tokens[b, t]])[0]!r} · entropy of p at τ = 1 (the model's own "
+                    f"uncertainty) {float(trace.entropy[b, t]):.3f} nats · the weights below are the mode's, at "
+                    f"τ = {tau:g} · noise ‖σε‖ {float(trace.noise_norm[b, t]):.3f}", step_table(trace, b, t))
 
 
 def explore_view(rollout, step, session: Session) -> ExploreView:

@@ -12,7 +12,7 @@ from .compare_tab import (AcrossModes, CompareSlot, CompareView, first_problem, 
 from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
                           on_upload)
 from .session import Sessions, close_session, new_session
-from .settings import DEFAULT_MODES, MODE_HELP, TRAIN_MODES, Settings, model_note
+from .settings import DEFAULT_MODES, MEASURED, MODE_HELP, TRAIN_DEFAULTS, TRAIN_MODES, Settings, model_note
 from .train_tab import TrainView, on_cancel, on_train, on_train_requested, status_html
 from .views import RolloutView, flat_outputs
 
@@ -105,6 +105,8 @@ def _compare_tab(settings: Settings) -> dict:
             c["hard_tau"] = gr.Number(1.0, label="hard τ (sampling temperature of hard)", minimum=1e-4)
             c["gamma"] = gr.Number(0.33, label="γ (noise σ = γ·RMS(E), modes with noise)", minimum=0)
             c["use_ft"] = gr.Checkbox(False, label="use my fine-tuned model (run Train first)", interactive=False)
+            c["ft_run"] = gr.Dropdown([], value=None, label="fine-tuned run (Train keeps each one)", interactive=False,
+                                      allow_custom_value=False)
     c["summary"] = gr.Markdown("*Results appear here: one column per mode.*")
     with gr.Row():
         c["export"] = gr.Button("Export this comparison (HTML + JSON)", size="sm", scale=0)
@@ -132,19 +134,25 @@ def _train_tab(settings: Settings) -> dict:
                 "solved before and after. In runs this short, hard-token training learns fastest.")
     c = {}
     with gr.Row(equal_height=True):
-        c["mode"] = gr.Radio(list(TRAIN_MODES), value="hard", label="Training mode (CoT inputs)")
-        c["algorithm"] = gr.Radio(list(ALGORITHMS), value="rloo", label="Algorithm")
-        c["steps"] = gr.Slider(1, settings.max_train_steps, value=min(20, settings.max_train_steps), step=1,
-                               label="Steps")
-        c["lr"] = gr.Number(1e-4, label="Learning rate", minimum=1e-7, maximum=1e-2)
+        c["mode"] = gr.Radio(list(TRAIN_MODES), value=TRAIN_DEFAULTS["mode"], label="Training mode (CoT inputs)")
+        c["algorithm"] = gr.Radio(list(ALGORITHMS), value=TRAIN_DEFAULTS["algorithm"], label="Algorithm")
+        c["steps"] = gr.Slider(1, settings.max_train_steps, value=min(TRAIN_DEFAULTS["steps"], settings.max_train_steps),
+                               step=1, label="Steps")
+        c["lr"] = gr.Number(TRAIN_DEFAULTS["learning_rate"], label="Learning rate", minimum=1e-7, maximum=1e-2)
+    cap = settings.max_train_rollouts
+    group = min(TRAIN_DEFAULTS["group_size"], cap)
     with gr.Row(equal_height=True):
-        c["group"] = gr.Slider(2, min(32, settings.max_train_rollouts), value=min(8, settings.max_train_rollouts),
-                               step=1, label="Group size (rollouts per prompt)")
-        c["prompts"] = gr.Slider(1, max(2, settings.max_train_rollouts // 2), value=4, step=1,
-                                 label="Prompts per step")
+        c["group"] = gr.Slider(2, min(32, cap), value=group, step=1, label="Group size (rollouts per prompt)")
+        c["prompts"] = gr.Slider(1, max(1, cap // group), value=min(TRAIN_DEFAULTS["prompts_per_step"], cap // group),
+                                 step=1, label=f"Prompts per step (prompts × group ≤ {cap})")
+        c["train_seed"] = gr.Number(0, label="Seed", minimum=0)
         c["start"] = gr.Button("Train", variant="primary", size="lg")
         c["cancel"] = gr.Button("Cancel", variant="stop", size="lg")
-    c["status"] = gr.HTML(status_html("Press Train to start (20 steps take about 30 s here)."))
+    c["status"] = gr.HTML(status_html(
+        f"Press Train to start. The default run ({TRAIN_DEFAULTS['steps']} steps of {TRAIN_DEFAULTS['mode']} "
+        f"{TRAIN_DEFAULTS['algorithm'].upper()}, {TRAIN_DEFAULTS['prompts_per_step']} prompts × "
+        f"{TRAIN_DEFAULTS['group_size']} rollouts) takes about {MEASURED['train_s']} s on 2 CPU cores and raised "
+        f"greedy validation by {MEASURED['train_gain']} points on average over 5 seeds."))
     c["curves"] = gr.Plot(label="Training curves, updated after every step")
     c["ba_summary"] = gr.Markdown()
     c["ba_figure"] = gr.Plot(label="Entropy before and after")
@@ -209,7 +217,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         cmp["run"].click(
             flat_outputs(on_compare),
             inputs=[model, cmp["prompt"], cmp["gold"], cmp["modes"], cmp["n"], cmp["soft_tau"], cmp["hard_tau"],
-                    cmp["gamma"], cmp["max_cot"], cmp["seed"], cmp["use_ft"], host, session],
+                    cmp["gamma"], cmp["max_cot"], cmp["seed"], cmp["use_ft"], host, session, cmp["ft_run"]],
             outputs=compared.flat(), api_name="compare", concurrency_id="rollouts",
             concurrency_limit=settings.concurrency)
         cmp["run"].click(hide_export, outputs=cmp["export_files"], queue=False, api_name=False)
@@ -221,12 +229,18 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         # Train
         trained = TrainView(status=trn["status"], curves=trn["curves"], before_after=trn["ba_summary"],
                             entropy=trn["ba_figure"], answers=trn["ba_table"], use_finetuned=cmp["use_ft"],
+                            runs_menu=cmp["ft_run"],
                             session=session)
-        trn["start"].click(on_train_requested, inputs=[session], outputs=[trn["status"]], queue=False,
+        train_inputs = [model, trn["mode"], trn["algorithm"], trn["steps"], trn["lr"], trn["group"], trn["prompts"],
+                        host, session, trn["train_seed"]]
+        # the prompts slider's maximum follows the group size, so that no choice exceeds the rollouts cap
+        trn["group"].change(lambda g, p: gr.Slider(maximum=max(1, settings.max_train_rollouts // int(g)),
+                                                   value=min(int(p), max(1, settings.max_train_rollouts // int(g)))),
+                            inputs=[trn["group"], trn["prompts"]], outputs=trn["prompts"], queue=False, api_name=False)
+        trn["start"].click(on_train_requested, inputs=train_inputs, outputs=[trn["status"]], queue=False,
                            api_visibility="private").then(
             flat_outputs(on_train),
-            inputs=[model, trn["mode"], trn["algorithm"], trn["steps"], trn["lr"], trn["group"], trn["prompts"],
-                    host, session],
+            inputs=train_inputs,
             outputs=trained.flat(), api_name="train", concurrency_id="train",
             concurrency_limit=settings.train_concurrency)
         trn["cancel"].click(on_cancel, inputs=[session], outputs=[trn["status"]], api_name="cancel", queue=False)

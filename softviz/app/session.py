@@ -35,9 +35,12 @@ class Session:
 
     compare: dict | None = None  # prompt, gold, traces {label: Trace}, files {label: path}, seconds
     explore: Trace | None = None
-    finetuned: dict | None = None  # model, tokenizer, base, config, metrics: trained from a private copy
+    finetuned: dict | None = None  # the latest run (one of `runs`): model, tokenizer, base, config, metrics, label
+    runs: list = dataclasses.field(default_factory=list)  # every kept fine-tune of this session, oldest first
+    run_count: int = 0  # fine-tunes started in this session (numbers the runs' labels)
     train_requested_at: float | None = None  # when Train was pressed (time.monotonic()); the run may wait in the queue
     cancel_at: float | None = None  # when Cancel was pressed: stops a run requested before it, between steps
+    training: bool = False  # a fine-tune of this session is running (Cancel has something to stop)
     closed: bool = False
     folder: str | None = None  # this visitor's trace files
 
@@ -46,10 +49,22 @@ class Session:
             self.folder = new_folder()
         return Path(self.folder)
 
+    def run(self, label: str | None = None) -> dict:
+        """A kept fine-tune by label (None: the latest), or ValueError naming the ones there are."""
+        if not self.runs:
+            raise ValueError("there is no fine-tuned model in this session yet: run one in the Train tab first")
+        if label in (None, ""):
+            return self.runs[-1]
+        for r in self.runs:
+            if r["label"] == label:
+                return r
+        raise ValueError(f"no fine-tuned run {label!r} in this session; runs: {', '.join(r['label'] for r in self.runs)}")
+
     def close(self) -> None:
         """Stop a running fine-tune, drop the model and traces, delete the files."""
         self.closed = True
         self.compare = self.explore = self.finetuned = None
+        self.runs = []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None

@@ -21,13 +21,19 @@ MODEL_NOTES = {
              "are faster), and its first use converts the weights (about {convert_s} s, once per machine). Train "
              "fine-tunes it only on a GPU host.",
 }
-MEASURED = {"embedded_s": 2, "smollm2_s": 150, "convert_s": 45}
+MEASURED = {"embedded_s": 2, "smollm2_s": 150, "convert_s": 45,
+            "train_s": 40, "train_gain": "17"}  # Train's default run: benchmarks/train_defaults.py, 5 seeds
 DEFAULT_MODES = ("hard", "soft", "fuzzy")
 # the paper's trainable settings (the noise gives a density, eq. 9), SofT-GRPO's Gumbel top-5 mixtures and
 # Multiplex Thinking's K sampled tokens
 TRAIN_MODES = ("hard", "soft", "fuzzy", "soft-grpo", "multiplex")
 MAX_ANSWER_TOKENS = 16  # answers of the embedded task are a few digits (the paper allows 32)
 DEFAULT_PROBLEM = 9  # index in the test split of the problem shown first (see first_problem)
+# Train's defaults: a run under which the embedded model visibly learns (hard RLOO; measured over 5 seeds by
+# benchmarks/train_defaults.py), validated by greedy decoding on TRAIN_EVAL_SIZE held-out problems
+TRAIN_DEFAULTS = {"mode": "hard", "algorithm": "rloo", "steps": 30, "learning_rate": 1e-4, "group_size": 8,
+                  "prompts_per_step": 4}
+TRAIN_EVAL_SIZE = 256
 BEFORE_AFTER_PROMPTS = 8  # held-out test problems rolled out before and after a fine-tune...
 BEFORE_AFTER_SAMPLES = 4  # ...this many times each
 MODE_HELP = {  # what each preset feeds back as the next CoT input (softviz.config.KINDS has the long form)
@@ -65,6 +71,8 @@ class Settings:
     max_train_steps: int = _setting(60, "RL steps per fine-tune (a step of the embedded model takes ~0.8 s on 2 "
                                         "cores at 4 prompts x 8 rollouts)")
     max_train_rollouts: int = _setting(64, "prompts per step x group size in a fine-tune")
+    max_runs: int = _setting(4, "fine-tuned runs a session keeps side by side (each holds a copy of the model); "
+                                 "the oldest is dropped")
     max_upload_mb: int = _setting(20, "largest Trace file Explore accepts, in MB")
     concurrency: int = _setting(1, "comparisons running at once (more helps only with more cores or a GPU)")
     train_concurrency: int = _setting(1, "fine-tunes running at once; each holds a private copy of the model")

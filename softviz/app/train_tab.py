@@ -14,12 +14,13 @@ import torch
 
 from softviz import Mode, Trace, analysis, generate, viz
 from softviz.config import ALGORITHMS, RLConfig
+from softviz.stats import proportion_interval
 from softviz.tasks import get_task
 
 from .checks import check_float, check_int, check_offered, get_model, visitor_errors
 from .session import Session
-from .settings import (BEFORE_AFTER_SAMPLES, BEFORE_AFTER_PROMPTS, EMBEDDED, MAX_ANSWER_TOKENS, TASK, TRAIN_MODES, Settings,
-                       model_note)
+from .settings import (BEFORE_AFTER_SAMPLES, BEFORE_AFTER_PROMPTS, EMBEDDED, MAX_ANSWER_TOKENS, TASK, TRAIN_EVAL_SIZE,
+                       TRAIN_MODES, Settings, model_note)
 from .views import Outputs, mean_entropy, responsive, unsent
 
 
@@ -48,7 +49,8 @@ def _share_correct(trace: Trace) -> float:
     return sum(trace.meta["correct"]) / len(trace.meta["correct"])
 
 
-def _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings) -> RLConfig:
+def _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings,
+                  seed: int = 0) -> RLConfig:
     if mode not in TRAIN_MODES:
         raise ValueError(f"training mode must be one of {', '.join(TRAIN_MODES)}, got {mode!r}")
     if algorithm not in ALGORITHMS:
@@ -60,11 +62,28 @@ def _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per
         raise ValueError(f"prompts per step × group size = {prompts_per_step * group_size} rollouts per step; "
                          f"this server allows {settings.max_train_rollouts}")
     lr = check_float("learning rate", learning_rate, 1e-7, 1e-2)
-    # Validation (greedy accuracy) about five times per run, on 64 problems: ~1 s each on the embedded model.
+    # Greedy validation about five times per run on TRAIN_EVAL_SIZE held-out problems: ~2 s each on the embedded
+    # model, and an interval of about ±6 points, small enough to see a run learn.
     return RLConfig(mode=mode, algorithm=algorithm, steps=steps, learning_rate=lr, group_size=group_size,
                     prompts_per_step=prompts_per_step, warmup_steps=min(5, steps // 4),
-                    max_cot_tokens=min(64, settings.max_cot_tokens), eval_every=max(1, steps // 5), eval_size=64,
-                    save_every=0)
+                    max_cot_tokens=min(64, settings.max_cot_tokens), eval_every=max(1, steps // 5),
+                    eval_size=TRAIN_EVAL_SIZE, save_every=0, seed=seed)
+
+
+def decoding(mode: Mode) -> str:
+    """How `mode` decodes, for labels: 'hard CoT sampled at τ = 1, answers sampled at τ = 1'."""
+    t = mode.cot_temperature
+    cot = f"{mode.label} CoT, " + ("argmax" if t == 0 else f"τ = {t:g}")
+    if mode.policy.uses_noise:
+        cot += f", noise γ = {mode.noise_scale:g}"
+    a = mode.answer_temperature
+    return cot + (", greedy answers" if a == 0 else f", answers sampled at τ = {a:g}")
+
+
+def share(correct: int, n: int) -> str:
+    """'57.0% [50.9–62.9] of 256': a share with its 95% (Wilson) interval and sample size."""
+    lo, hi = proportion_interval(correct, n)
+    return f"{100 * correct / n:.1f}% [{100 * lo:.1f}–{100 * hi:.1f}] of {n}"
 
 
 def status_html(text: str, done: int | None = None, total: int | None = None) -> str:
@@ -78,13 +97,18 @@ def status_html(text: str, done: int | None = None, total: int | None = None) ->
 
 
 def _train_status(m: dict, cfg: RLConfig, t0: float) -> str:
+    val = ""
+    if "val/greedy_accuracy" in m:
+        n = cfg.eval_size
+        val = (f"greedy validation ({decoding(cfg.greedy_mode)}) on held-out problems: "
+               f"{share(round(m['val/greedy_accuracy'] * n), n)}")
     if m["step"] == 0:
-        text = (f"Step 0 / {cfg.steps}: greedy validation accuracy of the starting model "
-                f"{100 * m['val/greedy_accuracy']:.1f}%")
+        text = f"Step 0 / {cfg.steps}, the starting model: {val}"
     else:
-        val = f" · greedy validation {100 * m['val/greedy_accuracy']:.1f}%" if "val/greedy_accuracy" in m else ""
-        text = (f"Step {m['step']} / {cfg.steps} ({time.perf_counter() - t0:.0f} s): mean reward {m['reward']:.1f}, "
-                f"accuracy of the step's rollouts {100 * m['accuracy']:.0f}%, CoT entropy {m['entropy']:.3f} nats{val}")
+        rollouts = cfg.prompts_per_step * cfg.group_size
+        text = (f"Step {m['step']} / {cfg.steps} ({time.perf_counter() - t0:.0f} s) · this step's {rollouts} training "
+                f"rollouts ({decoding(cfg.rollout_mode)}): {100 * m['accuracy']:.0f}% correct, mean reward "
+                f"{m['reward']:.1f}, CoT entropy {m['entropy']:.3f} nats" + (f" · {val}" if val else ""))
     return status_html(text, m["step"], cfg.steps)
 
 
@@ -98,6 +122,8 @@ class TrainView(Outputs):
     entropy: Any = None  # figure: entropy before and after
     answers: Any = None  # table rows: problem, gold, answers before, answers after
     use_finetuned: Any = None  # Compare's 'use my fine-tuned model' checkbox (update)
+    runs_menu: Any = dataclasses.field(default_factory=gr.Dropdown)  # Compare's menu of the session's runs (update;
+    # the default changes nothing)
     session: Any = unsent(default=None)
 
 
@@ -116,12 +142,13 @@ def check_trainable_here(model_name: str, settings: Settings) -> None:
 
 @visitor_errors
 def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings,
-             session: Session, progress=gr.Progress()):
+             session: Session, seed=0, progress=gr.Progress()):
     """Train: fine-tune a private copy of the model, yielding a TrainView after every step. Cancel stops it
     between steps."""
     from softviz.train import train
 
-    cfg = _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings)
+    seed = check_int("seed", seed, 0, 2**31 - 1)
+    cfg = _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings, seed)
     check_trainable_here(model_name, settings)
     base, tok = get_model(model_name, settings)
     requested = session.train_requested_at or time.monotonic()  # API calls skip the button's pre-step
@@ -132,51 +159,103 @@ def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prom
 
     keep = gr.Checkbox()  # leave Compare's checkbox as it is until the run ends
     if cancelled():
-        yield TrainView(status_html("Cancelled before it started."), use_finetuned=keep, session=session)
+        yield TrainView(status_html("Cancelled before it started."), use_finetuned=keep, runs_menu=gr.Dropdown(),
+                        session=session)
         return
+    session.training = True
+    try:
+        yield from _train_run(model_name, cfg, base, tok, train, cancelled, keep, session, progress, settings)
+    finally:
+        session.training = False
+
+
+def run_label(number: int, cfg: RLConfig) -> str:
+    return f"#{number} {cfg.mode} {cfg.algorithm} lr {cfg.learning_rate:g} seed {cfg.seed}"
+
+
+def _train_run(model_name, cfg: RLConfig, base, tok, train, cancelled, keep, session: Session, progress,
+               settings: Settings):
     task = get_task(TASK)
     examples = task.examples("test", BEFORE_AFTER_PROMPTS)
-    label = f"{cfg.mode} / {cfg.algorithm}"
+    session.run_count += 1
+    label = run_label(session.run_count, cfg)
+    earlier = {r["label"]: r["metrics"] for r in session.runs}  # overlaid on this run's curves
+
+    def curves(metrics, smooth=3):
+        return responsive(viz.training_curves({**earlier, label: metrics}, smooth=smooth))
+
     yield TrainView(status_html("Measuring the model before training…", 0, cfg.steps), use_finetuned=keep,
                     session=session)
     before = before_after_rollouts(base, tok, Mode.preset(cfg.mode), examples)
+    if cancelled():
+        yield TrainView(status_html("Cancelled before the first step: the model is unchanged."), use_finetuned=keep,
+                        session=session)
+        return
     model = copy.deepcopy(base)  # the shared model stays read-only; this copy is the visitor's alone
     metrics, t0, stopped = [], time.perf_counter(), False
     for m in train(model, tok, cfg, output_dir=None, progress=False):
         metrics.append(m)
         progress((m["step"], cfg.steps), desc="RL steps", unit="steps")
-        yield TrainView(_train_status(m, cfg, t0), curves=responsive(viz.training_curves({label: metrics}, smooth=3)),
-                        use_finetuned=keep, session=session)
+        yield TrainView(_train_status(m, cfg, t0), curves=curves(metrics), use_finetuned=keep, session=session)
         if cancelled():
             stopped = True
             break
     if session.closed:
         return
-    after = before_after_rollouts(model, tok, Mode.preset(cfg.mode), examples)
     done = metrics[-1]["step"] if metrics else 0
-    session.finetuned = {"model": model, "tokenizer": tok, "base": model_name, "config": cfg, "metrics": metrics}
+    if done == 0:
+        yield TrainView(status_html(f"Cancelled before the first step ({time.perf_counter() - t0:.0f} s): the model "
+                                    "is unchanged."), curves=curves(metrics, 1) if metrics else None,
+                        use_finetuned=keep, session=session)
+        return
+    after = before_after_rollouts(model, tok, Mode.preset(cfg.mode), examples)
+    session.finetuned = {"model": model, "tokenizer": tok, "base": model_name, "config": cfg, "metrics": metrics,
+                         "label": label}
+    session.runs.append(session.finetuned)
+    dropped = ""
+    while len(session.runs) > settings.max_runs:  # each run holds a copy of the model
+        dropped = f" Run {session.runs.pop(0)['label']} was dropped: this server keeps {settings.max_runs} per session."
+    vals = [x for x in metrics if "val/greedy_accuracy" in x]
+    moved = ""
+    if len(vals) > 1:
+        n = cfg.eval_size
+        moved = (f" Greedy validation on {n} held-out problems: {100 * vals[0]['val/greedy_accuracy']:.1f}% at step 0 "
+                 f"→ {100 * vals[-1]['val/greedy_accuracy']:.1f}% at step {vals[-1]['step']}.")
     status = status_html(f"{'Cancelled' if stopped else 'Finished'} after {done} of {cfg.steps} steps "
-                         f"({time.perf_counter() - t0:.0f} s). The fine-tuned model is yours for this session: tick "
-                         "'use my fine-tuned model' in Compare to try it.", done, cfg.steps)
-    summary = (f"### Before / after, on the same {len(examples)} held-out problems × {BEFORE_AFTER_SAMPLES} rollouts "
-               f"({cfg.mode}, greedy answers)\nCorrect: **{100 * _share_correct(before):.0f}%** before → "
-               f"**{100 * _share_correct(after):.0f}%** after. Mean CoT entropy: {mean_entropy(before):.3f} → "
-               f"{mean_entropy(after):.3f} nats.")
-    yield TrainView(status, curves=responsive(viz.training_curves({label: metrics}, smooth=3)), before_after=summary,
+                         f"({time.perf_counter() - t0:.0f} s).{moved} The fine-tuned model is yours for this session: "
+                         f"tick 'use my fine-tuned model' in Compare to try it ({label}).{dropped}", done, cfg.steps)
+    rollouts = BEFORE_AFTER_PROMPTS * BEFORE_AFTER_SAMPLES
+    ok_before, ok_after = sum(before.meta["correct"]), sum(after.meta["correct"])
+    summary = (f"### Before / after, on the same {len(examples)} held-out problems × {BEFORE_AFTER_SAMPLES} rollouts\n"
+               f"Decoded as in training but with greedy answers ({decoding(Mode.preset(cfg.mode, answer_temperature=0.0))})."
+               f" Correct (95% interval): **{share(ok_before, rollouts)}** before → **{share(ok_after, rollouts)}** "
+               f"after. Mean CoT entropy: {mean_entropy(before):.3f} → {mean_entropy(after):.3f} nats.")
+    yield TrainView(status, curves=curves(metrics), before_after=summary,
                     entropy=responsive(viz.entropy_before_after(before, after)),
                     answers=before_after_table(examples, before, after),
-                    use_finetuned=gr.Checkbox(interactive=True,
-                                              label=f"use my fine-tuned model ({label}, {done} steps)"),
+                    use_finetuned=gr.Checkbox(interactive=True, label="use my fine-tuned model (Train)"),
+                    runs_menu=gr.Dropdown(choices=[r["label"] for r in session.runs], value=label, interactive=True),
                     session=session)
 
 
-def on_train_requested(session: Session) -> str:
-    """Train's first, unqueued step: note when it was pressed, so that Cancel also stops a run still queued."""
+def on_train_requested(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step,
+                       settings: Settings, session: Session, seed=0) -> str:
+    """Train's first, unqueued step: check the settings (a mistake is said here, where the status stays, and again
+    by on_train as a message), and note when Train was pressed, so that Cancel also stops a run still queued."""
+    try:
+        check_int("seed", seed, 0, 2**31 - 1)
+        _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings)
+        check_trainable_here(model_name, settings)
+    except ValueError as err:
+        session.train_requested_at = None
+        return status_html(f"Not started: {err}")
     session.train_requested_at = time.monotonic()
     return status_html("Waiting for a free trainer (fine-tunes run one at a time on this server)…")
 
 
 def on_cancel(session: Session) -> str:
     """Cancel: the fine-tune stops after its current step and still shows the before/after comparison."""
+    if not session.training and session.train_requested_at is None:
+        return status_html("Nothing to cancel: no fine-tune is running.")
     session.cancel_at = time.monotonic()
     return status_html("Stopping after the current step…")

@@ -145,7 +145,12 @@ def column_header(trace: Trace) -> str:
     shown = ", ".join(f"**{html.escape(a)}** ×{c}" for a, c in list(answers.items())[:5])
     more = f", … ({len(answers) - 5} more)" if len(answers) > 5 else ""
     acc_s = f"**{acc[0]}/{acc[1]} correct** ({100 * acc[0] / acc[1]:.0f}%) · " if acc else ""
-    return (f"### {trace.meta['mode_label']}\n{_mode_caption(trace)}\n\n"
+    texts = trace.meta.get("cot_texts")
+    same = (trace.num_rollouts > 1 and texts is not None and len(set(texts)) == 1
+            and len(set(trace.meta.get("answers") or [None])) == 1)
+    note = (f"*Deterministic: all {trace.num_rollouts} rollouts are identical.*\n\n" if same and trace.mode.is_greedy
+            else f"*All {trace.num_rollouts} rollouts are identical.*\n\n" if same else "")
+    return (f"### {trace.meta['mode_label']}\n{_mode_caption(trace)}\n\n{note}"
             f"{acc_s}{len(answers)} distinct answer{'s' if len(answers) != 1 else ''}: {shown}{more}  \n"
             f"mean entropy {mean_entropy(trace):.3f} nats · "
             f"mean CoT {float(trace.lengths.float().mean()):.1f} tokens")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -70,7 +72,9 @@ def training_curves(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
                                      hovertemplate=f"{label}<br>step %{{x}}<br>{key} %{{y:.3f}}<extra></extra>"),
                           row=1, col=col)
             in_legend = True
-            new.update_xaxes(title_text="step", row=1, col=col)
+            # steps are whole numbers: no tick at 0.5 or 1.5 when a run has only a few
+            new.update_xaxes(title_text="step", row=1, col=col, tick0=0, tickformat="d",
+                             dtick=max(1, math.ceil(max(steps) / 8)) if steps else 1)
     new.update_layout(title=title, height=360, width=330 * len(keys), template=TEMPLATE, uirevision="training",
                       legend=dict(orientation="h", y=-0.25))
     if fig is None:
