@@ -80,6 +80,20 @@ def bench_browser(url: str, repeats: int) -> tuple[dict, dict] | None:
 
 
 def main() -> None:
+    import tempfile
+
+    # everything the run writes (the app's session folders, Gradio's and gradio_client's file copies) goes under one
+    # temporary folder, removed at the end
+    with tempfile.TemporaryDirectory(prefix="softviz-bench-app-") as scratch:
+        tempfile.tempdir = scratch
+        os.environ["GRADIO_TEMP_DIR"] = scratch
+        try:
+            run()
+        finally:
+            tempfile.tempdir = None
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_app.json"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def bench_trl(steps: int) -> dict:
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - self.t0)
 
-    args = GRPOConfig(output_dir="/tmp/softviz-bench-trl", use_cpu=True, bf16=False, report_to="none",
+    scratch = tempfile.TemporaryDirectory(prefix="softviz-bench-trl-")  # TRL's output folder, removed at the end
+    args = GRPOConfig(output_dir=scratch.name, use_cpu=True, bf16=False, report_to="none",
                       per_device_train_batch_size=B * G, num_generations=G, max_completion_length=COT + ANSWER,
                       learning_rate=LR, max_steps=steps, logging_steps=1, save_strategy="no",
                       gradient_checkpointing=False, temperature=1.0, top_k=0, top_p=1.0, beta=0.0,
@@ -65,6 +67,7 @@ def bench_trl(steps: int) -> dict:
     trainer = GRPOTrainer(model=model, reward_funcs=task.reward, args=args, train_dataset=data,
                           processing_class=tok, callbacks=[Timer()])
     trainer.train()
+    scratch.cleanup()
     lengths = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
     return {"step_s": statistics.median(times[1:]), "completion_mean_length": statistics.mean(lengths)}
 

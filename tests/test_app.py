@@ -190,6 +190,29 @@ def test_a_typed_question_is_answered(app, settings):
     assert "51" in out.slots[0].header and "User: What is 17 times 3? Assistant:" in trace.meta["prompts"]
 
 
+def test_words_out_of_the_embedded_models_reach_are_named_and_a_real_model_offered(app, settings):
+    ask = ("What is the capital of France?", "", ["hard-greedy"], 1, 0.5, 1.0, 0.33, 32, 0, False)
+    alone = app.Settings(models=("embedded",))
+    out = last(app.on_compare("embedded", *ask, alone, app.Session()))
+    assert out.reach.visible and "'capital', 'France'" in out.reach.value and "17 times 3" in out.reach.value
+    assert not out.reach_button.visible and "real language model" not in out.reach.value  # none offered here
+    offered = app.Settings(models=("embedded", "smollm2"))
+    out = last(app.on_compare("embedded", *ask, offered, app.Session()))
+    assert out.reach_button.visible and "smollm2" in out.reach.value
+    fine = last(app.on_compare("embedded", "What is 17 times 3?", "51", ["hard-greedy"], 1, 0.5, 1.0, 0.33, 32, 0,
+                               False, offered, app.Session()))
+    assert not fine.reach.visible and not fine.reach_button.visible
+
+
+def test_example_gallery_holds_each_family(app):
+    examples = app.example_problems()
+    assert [label.split(":")[0] for label in examples] == ["story"] * 3 + ["plain"] * 3 + ["puzzle"] * 3
+    label, problem = next((k, v) for k, v in examples.items() if k.startswith("plain"))
+    assert app.pick_example(label) == problem and label.endswith(problem.question)
+    with pytest.raises(gr.Error, match="example problems"):
+        app.pick_example("nope")
+
+
 def test_deterministic_modes_say_their_rollouts_are_identical(app, settings):
     out = last(app.on_compare("embedded", "What is 17 times 3?", "51", ["hard-greedy", "soft"], 3, 0.5, 1.0, 0.33, 64,
                               0, False, settings, app.Session()))

@@ -128,6 +128,40 @@ def test_train_runs_live_and_compares_before_and_after(page, shots):
     shots(page, "train", full_page=True)
 
 
+def test_a_second_run_overlays_the_first(page, shots):
+    """After the run above, a second one (another mode) draws its curves over the first's; both are kept."""
+    page.get_by_role("tab", name="Train").click()
+    page.get_by_role("radio", name="soft-grpo").click()
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Finished after 3 of 3 steps").wait_for(timeout=120_000)
+    page.get_by_text("#2 soft-grpo rloo").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    legend = page.locator(".js-plotly-plot .legendtext").all_text_contents()
+    assert any(t.startswith("#1 hard rloo") for t in legend) and any(t.startswith("#2 soft-grpo rloo") for t in legend)
+    shots(page, "train_overlay", full_page=True)
+
+
+def test_a_question_out_of_reach_gets_a_note(page, shots):
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_label("Problem").fill("What is the capital of France?")
+    page.get_by_role("button", name="Compare", exact=True).click()
+    note = page.locator("#sv-reach")
+    note.get_by_text("Out of the embedded model's reach").wait_for(timeout=60_000)
+    assert "'capital', 'France'" in note.inner_text()
+    page.wait_for_timeout(500)
+    shots(page, "out_of_reach")
+
+
+def test_export_offers_an_offline_page(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.get_by_role("button", name="Export this comparison (HTML + JSON)").click()
+    link = page.locator("a[download$='.html']").first
+    link.wait_for(timeout=60_000)
+    page_html = page.request.get(link.get_attribute("href")).text()  # what the link downloads
+    assert page_html.count('class="plotly-graph-div"') == 4  # figures inside, plotly.js inlined
+    assert link.get_attribute("download").startswith("comparison-")
+
+
 def test_a_mistake_shows_as_a_message_in_the_page(page, shots):
     page.get_by_role("tab", name="Compare").click()
     page.get_by_label("Problem").fill("")

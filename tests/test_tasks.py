@@ -101,3 +101,13 @@ def test_tokenizer_round_trip_on_task_text(tokenizer):
         assert w in toks
     # any text encodes (byte fallback), non-ASCII included
     assert tokenizer.decode(tokenizer.encode("Ünïcödé ✓ 7")) == "Ünïcödé ✓ 7"
+
+
+def test_unknown_words_are_those_the_embedded_model_never_saw():
+    from softviz.tasks.arithmetic import known_words, unknown_words
+
+    assert unknown_words("What is the capital of France? France!") == ["capital", "France"]
+    assert unknown_words("What is 17 times 3?") == [] and unknown_words("Zoë bought pears") == ["Zoë", "bought", "pears"]
+    task = ArithmeticTask("story")
+    assert all(unknown_words(ex.question) == [] for ex in task.examples("test", 20))  # its own problems are known
+    assert {"what", "times", "is"} <= known_words()

@@ -4,6 +4,7 @@ modes. Values are named (CompareView); softviz.app.layout lays out and wires the
 from __future__ import annotations
 
 import dataclasses
+import html
 import random
 import time
 from typing import Any, NamedTuple
@@ -17,7 +18,7 @@ from softviz.tasks import get_task
 
 from .checks import check_float, check_int, get_model, visitor_errors
 from .session import Session
-from .settings import DEFAULT_PROBLEM, MAX_ANSWER_TOKENS, TASK, Settings
+from .settings import DEFAULT_PROBLEM, EMBEDDED, MAX_ANSWER_TOKENS, TASK, Settings
 from .views import (Outputs, RolloutView, column_header, entropy_scale, nested, responsive, rollout_figures,
                     shadow_text, summary_markdown, unsent)
 
@@ -33,6 +34,43 @@ def random_problem() -> Problem:
     """A random problem of the embedded task's test split."""
     ex = get_task(TASK).example("test", random.randrange(2000))
     return Problem(ex.question, ex.answer)
+
+
+def example_problems(per_family: int = 3) -> dict[str, Problem]:
+    """A few test problems of each family of the embedded task, by a label that names the family (Compare's
+    gallery, next to Random problem)."""
+    from softviz.tasks.arithmetic import FAMILIES, ArithmeticTask
+
+    out = {}
+    for family in FAMILIES:
+        for ex in ArithmeticTask(family).examples("test", per_family):
+            out[f"{family}: {ex.question}"] = Problem(ex.question, ex.answer)
+    return out
+
+
+@visitor_errors
+def pick_example(label) -> Problem:
+    """The gallery: the chosen problem and its gold answer into the boxes."""
+    examples = example_problems()
+    if label not in examples:
+        raise ValueError(f"pick one of the example problems ({len(examples)} of them)")
+    return examples[label]
+
+
+def reach_note(result: dict, settings: Settings) -> tuple[str, bool]:
+    """(markdown, offer another model): a note when the question holds words the embedded model never saw."""
+    words = result.get("unknown_words") or []
+    if not words:
+        return "", False
+    others = [m for m in settings.models if m != EMBEDDED]
+    shown = ", ".join(f"'{html.escape(w)}'" for w in words[:8]) + (f" and {len(words) - 8} more" if len(words) > 8 else "")
+    text = (f"**Out of the embedded model's reach:** it never saw {shown}. It is a 3M-parameter model of small "
+            "arithmetic problems and reads questions like *What is 17 times 3?*, *Tom has 3 apples. Tom buys 2 more "
+            "apples. How many apples does Tom have?* or the examples in the gallery; other words reach it as "
+            "pieces of words, so its answer says nothing about them.")
+    if others:
+        text += f" A real language model is offered here: **{others[0]}** (press the button, or pick it above)."
+    return text, bool(others)
 
 
 def first_problem() -> Problem:
@@ -101,6 +139,11 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
         if progress is not None:
             progress((i, total), desc=f"rolling out {label}", unit="modes")
 
+    unknown = []
+    if (run["base"] if run is not None else model_name) == EMBEDDED:
+        from softviz.tasks.arithmetic import unknown_words
+
+        unknown = unknown_words(question)
     result = compare_modes(model, tok, task, question, modes, n=n, gold=gold, max_cot_tokens=max_cot_tokens,
                            max_answer_tokens=MAX_ANSWER_TOKENS, seed=seed, trace=TraceConfig(keep_inputs=True),
                            progress=step)
@@ -114,6 +157,7 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
     model_label = traces[modes[0].label].meta["model"]
     session.compare = {"prompt": prompt, "gold": gold, "traces": traces, "files": files, "n": n,
                        "model": model_label, "seconds": time.perf_counter() - t0, "comparison": result,
+                       "unknown_words": unknown,
                        "settings": {"model": model_label, "modes": [m.label for m in modes], "n": n, "seed": seed,
                                     "max_cot_tokens": max_cot_tokens, "max_answer_tokens": MAX_ANSWER_TOKENS,
                                     "soft_tau": soft_tau, "hard_tau": hard_tau, "gamma": gamma}}
@@ -160,7 +204,9 @@ class CompareView(Outputs):
     slots: list[CompareSlot] = nested(CompareSlot, many=True)
     rollout_slider: Any  # gr.Slider update
     explore_menu: Any  # gr.Dropdown update: the modes of this comparison
-    session: Any = unsent()
+    reach: Any = None  # gr.Markdown update: the out-of-reach note (hidden when there is none)
+    reach_button: Any = None  # gr.Button update: "ask the real model instead", shown when one is offered
+    session: Any = unsent(default=None)
 
 
 def shared_figures(result: dict) -> AcrossModes:
@@ -217,7 +263,9 @@ def on_compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, ga
     update is whole, so an API client's predict() gets it all). Offers the traces to Explore."""
     result = compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
                      use_finetuned, settings, session, progress, finetuned_run)
-    first = compare_view(result, session, 0, settings.max_modes, details=False)
+    note, offer = reach_note(result, settings)
+    first = dataclasses.replace(compare_view(result, session, 0, settings.max_modes, details=False),
+                                reach=gr.Markdown(note, visible=bool(note)), reach_button=gr.Button(visible=offer))
     yield first
     yield add_details(first, result, 0)
 

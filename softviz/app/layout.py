@@ -7,8 +7,8 @@ import gradio as gr
 
 from softviz.config import ALGORITHMS, KINDS, PRESETS
 
-from .compare_tab import (AcrossModes, CompareSlot, CompareView, first_problem, hide_export, on_compare, on_export,
-                          on_rollout, random_problem)
+from .compare_tab import (AcrossModes, CompareSlot, CompareView, example_problems, first_problem, hide_export,
+                          on_compare, on_export, on_rollout, pick_example, random_problem)
 from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
                           on_upload)
 from .session import Sessions, close_session, new_session
@@ -84,6 +84,8 @@ def _compare_tab(settings: Settings) -> dict:
             with gr.Row(equal_height=True):
                 c["gold"] = gr.Textbox(gold, label="Gold answer (optional: marks answers right or wrong)", scale=3)
                 c["shuffle"] = gr.Button("Random problem", scale=1)
+                c["examples"] = gr.Dropdown(list(example_problems()), value=None, label="Examples to try (story, "
+                                            "plain, puzzle)", scale=2)
         with gr.Column(scale=2):
             c["modes"] = gr.CheckboxGroup(list(PRESETS), value=list(DEFAULT_MODES),
                                           label=f"Modes to compare (up to {settings.max_modes}, one column each)",
@@ -107,6 +109,10 @@ def _compare_tab(settings: Settings) -> dict:
             c["use_ft"] = gr.Checkbox(False, label="use my fine-tuned model (run Train first)", interactive=False)
             c["ft_run"] = gr.Dropdown([], value=None, label="fine-tuned run (Train keeps each one)", interactive=False,
                                       allow_custom_value=False)
+    c["reach"] = gr.Markdown(visible=False, elem_id="sv-reach")
+    other = next((m for m in settings.models if m != "embedded"), None)
+    c["reach_button"] = gr.Button(f"Ask {other} instead" if other else "Ask another model", visible=False,
+                                  size="sm", variant="secondary")
     c["summary"] = gr.Markdown("*Results appear here: one column per mode.*")
     with gr.Row():
         c["export"] = gr.Button("Export this comparison (HTML + JSON)", size="sm", scale=0)
@@ -213,13 +219,24 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         cmp["shuffle"].click(random_problem, outputs=[cmp["prompt"], cmp["gold"]], queue=False,
                              api_name="random_problem")
         compared = CompareView(summary=cmp["summary"], across=cmp["across"], slots=cmp["slots"],
-                               rollout_slider=cmp["rollout"], explore_menu=exp["pick"], session=session)
+                               rollout_slider=cmp["rollout"], explore_menu=exp["pick"], reach=cmp["reach"],
+                               reach_button=cmp["reach_button"], session=session)
+        cmp["examples"].input(pick_example, inputs=cmp["examples"], outputs=[cmp["prompt"], cmp["gold"]], queue=False,
+                              api_name="example_problem")
         cmp["run"].click(
             flat_outputs(on_compare),
             inputs=[model, cmp["prompt"], cmp["gold"], cmp["modes"], cmp["n"], cmp["soft_tau"], cmp["hard_tau"],
                     cmp["gamma"], cmp["max_cot"], cmp["seed"], cmp["use_ft"], host, session, cmp["ft_run"]],
             outputs=compared.flat(), api_name="compare", concurrency_id="rollouts",
             concurrency_limit=settings.concurrency)
+        compare_inputs = [model, cmp["prompt"], cmp["gold"], cmp["modes"], cmp["n"], cmp["soft_tau"], cmp["hard_tau"],
+                          cmp["gamma"], cmp["max_cot"], cmp["seed"], cmp["use_ft"], host, session, cmp["ft_run"]]
+        other = next((m for m in settings.models if m != "embedded"), None)
+        if other is not None:  # the out-of-reach note's button: the same question, asked of the real model
+            cmp["reach_button"].click(lambda: gr.Dropdown(value=other), outputs=model, queue=False,
+                                      api_name=False).then(
+                flat_outputs(on_compare), inputs=compare_inputs, outputs=compared.flat(), api_name=False,
+                concurrency_id="rollouts", concurrency_limit=settings.concurrency)
         cmp["run"].click(hide_export, outputs=cmp["export_files"], queue=False, api_name=False)
         cmp["export"].click(on_export, inputs=[host, session], outputs=cmp["export_files"], api_name="export",
                             concurrency_limit=4)

@@ -21,8 +21,11 @@ log = logging.getLogger("softviz.app")
 
 def warm_up(settings: Settings) -> None:
     """Load the default model and run one tiny rollout per default mode, so the first visitor waits for nothing."""
+    from softviz.tasks.arithmetic import known_words
+
     model, tok = get_model(settings.models[0], settings)
     task = get_task(TASK)
+    known_words()  # the embedded model's words, for Compare's out-of-reach note
     for name in DEFAULT_MODES:
         generate(model, tok, [task.prompt(first_problem().question, tok)], name, n=2, max_cot_tokens=8,
                  max_answer_tokens=2, trace=TraceConfig(keep_inputs=True), answer_cue=task.answer_cue)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import re
 
 from softviz import checks
 from softviz.tasks import plain
@@ -187,3 +188,19 @@ def corpus(n: int = 2000) -> list[str]:
         out += [t for ts in table.values() for t in ts]
     out += STORY_START + STORY_QUESTION + PUZZLE_START + PUZZLE_QUESTION + NAMES + ITEMS + plain.corpus_texts()
     return out + [q for q, _, _ in plain.PROBES]
+
+
+@functools.lru_cache(maxsize=1)
+def known_words() -> frozenset[str]:
+    """Every word (lower case) of the texts the embedded model was trained on and its tokenizer was built from."""
+    return frozenset(w.lower() for text in corpus() for w in re.findall(r"[A-Za-z]+", text))
+
+
+def unknown_words(text: str) -> list[str]:
+    """The words of `text` the embedded model never saw (in order, once each): it reads them as pieces of words
+    and answers from what it knows, so a question made of them is out of its reach."""
+    known, out = known_words(), []
+    for w in re.findall(r"[^\W\d_]+", text):
+        if w.lower() not in known and w not in out:
+            out.append(w)
+    return out
