@@ -205,7 +205,8 @@ class CompareView(Outputs):
     rollout_slider: Any  # gr.Slider update
     explore_menu: Any  # gr.Dropdown update: the modes of this comparison
     reach: Any = None  # gr.Markdown update: the out-of-reach note (hidden when there is none)
-    reach_button: Any = None  # gr.Button update: "ask the real model instead", shown when one is offered
+    reach_button: Any = unsent(default=None)  # gr.Button update: "ask the real model instead", shown when one is
+    # offered (a button sends an API client no value)
     session: Any = unsent(default=None)
 
 
