@@ -214,6 +214,17 @@ def test_example_gallery_holds_each_family(app):
         app.pick_example("nope")
 
 
+def test_a_compare_that_fails_clears_the_previous_results(app, settings, problem):
+    session = app.Session()
+    run = app.on_compare("embedded", "   ", "", ["hard"], 2, 0.5, 1.0, 0.33, 16, 0, False, settings, session)
+    cleared = next(run)  # first the result area is cleared, then the message
+    assert cleared.session is session  # the visitor keeps their session (a None would reset the page's state)
+    assert cleared.summary.startswith("**Not run:** type a problem")
+    assert all(not slot.column.visible for slot in cleared.slots) and cleared.across.profiles is None
+    with pytest.raises(gr.Error, match="type a problem"):
+        next(run)
+
+
 def test_deterministic_modes_say_their_rollouts_are_identical(app, settings):
     out = last(app.on_compare("embedded", "What is 17 times 3?", "51", ["hard-greedy", "soft"], 3, 0.5, 1.0, 0.33, 64,
                               0, False, settings, app.Session()))

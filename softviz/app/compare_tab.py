@@ -256,14 +256,29 @@ def add_details(view: CompareView, result: dict, rollout: int) -> CompareView:
     return dataclasses.replace(view, across=shared_figures(result), slots=slots)
 
 
+def cleared_view(settings: Settings, session: Session, err: Exception) -> CompareView:
+    """The result area after a Compare that did not run: the reason where the summary was, nothing else."""
+    reason = err.message if isinstance(err, gr.Error) else str(err) if isinstance(err, ValueError) else \
+        "something went wrong on the server"
+    return CompareView(summary=f"**Not run:** {html.escape(str(reason))}", across=AcrossModes(),
+                       slots=[CompareSlot.hidden() for _ in range(settings.max_modes)],
+                       rollout_slider=gr.Slider(value=0, interactive=False), explore_menu=gr.Dropdown(),
+                       reach=gr.Markdown(visible=False), reach_button=gr.Button(visible=False),
+                       session=session)  # the visitor's session stays theirs (None would reset the gr.State)
+
+
 @visitor_errors
 def on_compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
                use_finetuned, settings: Settings, session: Session, finetuned_run=None, progress=gr.Progress()):
     """The Compare button: roll out, then fill the result area in two updates (CompareViews): answers, shadow
     texts and entropy first; then everything, with the figures of one rollout and those across modes (the last
     update is whole, so an API client's predict() gets it all). Offers the traces to Explore."""
-    result = compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
-                     use_finetuned, settings, session, progress, finetuned_run)
+    try:
+        result = compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
+                         use_finetuned, settings, session, progress, finetuned_run)
+    except Exception as err:  # clear the last comparison's results, so they are not read as this one's
+        yield cleared_view(settings, session, err)
+        raise
     note, offer = reach_note(result, settings)
     first = dataclasses.replace(compare_view(result, session, 0, settings.max_modes, details=False),
                                 reach=gr.Markdown(note, visible=bool(note)), reach_button=gr.Button(visible=offer))
