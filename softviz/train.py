@@ -405,11 +405,7 @@ def rl_backward(model, cfg: RLConfig, r, adv, ref=None) -> tuple[float, dict]:
     held: a 135M-parameter model's 64 rollouts of 300 tokens need about 23 GB in one pass, 3 GB in eight.
     Returns (loss, metrics) of the whole batch."""
     B = len(r)
-    size = cfg.micro_batch or B
-    if size >= B:
-        loss, metrics = rl_loss(model, cfg, r, adv, ref)
-        loss.backward()
-        return float(loss.detach()), metrics
+    size = cfg.micro_batch or B  # one pass when unset: share 1, the plain loss and metrics
     actions = (r.cot_lengths + r.answer_lengths).float()
     total, out = 0.0, {}
     for s in range(0, B, size):

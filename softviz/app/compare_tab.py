@@ -18,7 +18,7 @@ from softviz.tasks import get_task
 
 from .checks import check_float, check_int, get_model, visitor_errors
 from .session import Session
-from .settings import DEFAULT_PROBLEM, EMBEDDED, MAX_ANSWER_TOKENS, TASK, Settings
+from .settings import DEFAULT_PROBLEM, EMBEDDED, MAX_ANSWER_TOKENS, TASK, Settings, real_model
 from .views import (Outputs, RolloutView, column_header, entropy_scale, nested, responsive, rollout_figures,
                     shadow_text, summary_markdown, unsent)
 
@@ -62,15 +62,15 @@ def reach_note(result: dict, settings: Settings) -> tuple[str, bool]:
     words = result.get("unknown_words") or []
     if not words:
         return "", False
-    others = [m for m in settings.models if m != EMBEDDED]
+    other = real_model(settings)
     shown = ", ".join(f"'{html.escape(w)}'" for w in words[:8]) + (f" and {len(words) - 8} more" if len(words) > 8 else "")
     text = (f"**Out of the embedded model's reach:** it never saw {shown}. It is a 3M-parameter model of small "
             "arithmetic problems and reads questions like *What is 17 times 3?*, *Tom has 3 apples. Tom buys 2 more "
             "apples. How many apples does Tom have?* or the examples in the gallery; other words reach it as "
             "pieces of words, so its answer says nothing about them.")
-    if others:
-        text += f" A real language model is offered here: **{others[0]}** (press the button, or pick it above)."
-    return text, bool(others)
+    if other is not None:
+        text += f" A real language model is offered here: **{other}** (press the button, or pick it above)."
+    return text, other is not None
 
 
 def first_problem() -> Problem:

@@ -12,7 +12,8 @@ from .compare_tab import (AcrossModes, CompareSlot, CompareView, example_problem
 from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
                           on_upload)
 from .session import Sessions, close_session, new_session
-from .settings import DEFAULT_MODES, MEASURED, MODE_HELP, TRAIN_DEFAULTS, TRAIN_MODES, Settings, model_note
+from .settings import (DEFAULT_MODES, MEASURED, MODE_HELP, TRAIN_DEFAULTS, TRAIN_MODES, Settings, model_note,
+                       real_model)
 from .train_tab import TrainView, on_cancel, on_train, on_train_requested, status_html
 from .views import RolloutView, flat_outputs
 
@@ -110,7 +111,7 @@ def _compare_tab(settings: Settings) -> dict:
             c["ft_run"] = gr.Dropdown([], value=None, label="fine-tuned run (Train keeps each one)", interactive=False,
                                       allow_custom_value=False)
     c["reach"] = gr.Markdown(visible=False, elem_id="sv-reach")
-    other = next((m for m in settings.models if m != "embedded"), None)
+    other = real_model(settings)
     c["reach_button"] = gr.Button(f"Ask {other} instead" if other else "Ask another model", visible=False,
                                   size="sm", variant="secondary")
     c["summary"] = gr.Markdown("*Results appear here: one column per mode.*")
@@ -231,7 +232,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
             concurrency_limit=settings.concurrency)
         compare_inputs = [model, cmp["prompt"], cmp["gold"], cmp["modes"], cmp["n"], cmp["soft_tau"], cmp["hard_tau"],
                           cmp["gamma"], cmp["max_cot"], cmp["seed"], cmp["use_ft"], host, session, cmp["ft_run"]]
-        other = next((m for m in settings.models if m != "embedded"), None)
+        other = real_model(settings)
         if other is not None:  # the out-of-reach note's button: the same question, asked of the real model
             cmp["reach_button"].click(lambda: gr.Dropdown(value=other), outputs=model, queue=False,
                                       api_name=False).then(

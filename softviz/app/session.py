@@ -35,7 +35,6 @@ class Session:
 
     compare: dict | None = None  # prompt, gold, traces {label: Trace}, files {label: path}, seconds
     explore: Trace | None = None
-    finetuned: dict | None = None  # the latest run (one of `runs`): model, tokenizer, base, config, metrics, label
     runs: list = dataclasses.field(default_factory=list)  # every kept fine-tune of this session, oldest first
     run_count: int = 0  # fine-tunes started in this session (numbers the runs' labels)
     train_requested_at: float | None = None  # when Train was pressed (time.monotonic()); the run may wait in the queue
@@ -48,6 +47,11 @@ class Session:
         if self.folder is None:
             self.folder = new_folder()
         return Path(self.folder)
+
+    @property
+    def finetuned(self) -> dict | None:
+        """The latest kept fine-tune (model, tokenizer, base, config, metrics, label), or None."""
+        return self.runs[-1] if self.runs else None
 
     def run(self, label: str | None = None) -> dict:
         """A kept fine-tune by label (None: the latest), or ValueError naming the ones there are."""
@@ -63,7 +67,7 @@ class Session:
     def close(self) -> None:
         """Stop a running fine-tune, drop the model and traces, delete the files."""
         self.closed = True
-        self.compare = self.explore = self.finetuned = None
+        self.compare = self.explore = None
         self.runs = []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -113,6 +113,11 @@ def default_models() -> tuple[str, ...]:
     return (EMBEDDED,) + ((SMOLLM2,) if SMOLLM2 in installed() else ())
 
 
+def real_model(settings: Settings) -> str | None:
+    """The first model this host offers beside the embedded one (what the out-of-reach note suggests), or None."""
+    return next((m for m in settings.models if m != EMBEDDED), None)
+
+
 def model_note(name: str) -> str:
     """The model menu's note on `name` (empty for a model softviz has not measured)."""
     return MODEL_NOTES.get(name, "").format(**MEASURED)

@@ -45,10 +45,6 @@ def before_after_table(examples, before: Trace, after: Trace) -> list[list[str]]
     return [[e.question, e.answer, cell(before, p), cell(after, p)] for p, e in enumerate(examples)]
 
 
-def _share_correct(trace: Trace) -> float:
-    return sum(trace.meta["correct"]) / len(trace.meta["correct"])
-
-
 def _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings,
                   seed: int = 0) -> RLConfig:
     if mode not in TRAIN_MODES:
@@ -128,8 +124,8 @@ class TrainView(Outputs):
 
 
 def check_trainable_here(model_name: str, settings: Settings) -> None:
-    """Train fine-tunes the embedded model anywhere; a real LM only on a GPU host (on 2 CPU cores a SmolLM2 step
-    takes about a minute and a private copy of the model with its optimizer holds gigabytes per visitor)."""
+    """Train fine-tunes the embedded model anywhere; a real LM only on a GPU host (on a CPU a SmolLM2 step of the
+    default batch took about 150 s and the process peaked near 9 GB: settings.MEASURED)."""
     check_offered(model_name, settings)
     if model_name == EMBEDDED:
         return
@@ -140,6 +136,15 @@ def check_trainable_here(model_name: str, settings: Settings) -> None:
                          f"Choose 'embedded' in the model menu, or run `softviz train --model {model_name}`.")
 
 
+def _checked_config(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step,
+                    settings: Settings, seed) -> RLConfig:
+    """Train's settings checked as on_train and its unqueued pre-step both need them: a ValueError names a mistake."""
+    seed = check_int("seed", seed, 0, 2**31 - 1)
+    cfg = _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings, seed)
+    check_trainable_here(model_name, settings)
+    return cfg
+
+
 @visitor_errors
 def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings: Settings,
              session: Session, seed=0, progress=gr.Progress()):
@@ -147,9 +152,8 @@ def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prom
     between steps."""
     from softviz.train import train
 
-    seed = check_int("seed", seed, 0, 2**31 - 1)
-    cfg = _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings, seed)
-    check_trainable_here(model_name, settings)
+    cfg = _checked_config(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings,
+                          seed)
     base, tok = get_model(model_name, settings)
     requested = session.train_requested_at or time.monotonic()  # API calls skip the button's pre-step
     session.train_requested_at = None
@@ -159,8 +163,7 @@ def on_train(model_name, mode, algorithm, steps, learning_rate, group_size, prom
 
     keep = gr.Checkbox()  # leave Compare's checkbox as it is until the run ends
     if cancelled():
-        yield TrainView(status_html("Cancelled before it started."), use_finetuned=keep, runs_menu=gr.Dropdown(),
-                        session=session)
+        yield TrainView(status_html("Cancelled before it started."), use_finetuned=keep, session=session)
         return
     session.training = True
     try:
@@ -209,9 +212,8 @@ def _train_run(model_name, cfg: RLConfig, base, tok, train, cancelled, keep, ses
                         use_finetuned=keep, session=session)
         return
     after = before_after_rollouts(model, tok, Mode.preset(cfg.mode), examples)
-    session.finetuned = {"model": model, "tokenizer": tok, "base": model_name, "config": cfg, "metrics": metrics,
-                         "label": label}
-    session.runs.append(session.finetuned)
+    session.runs.append({"model": model, "tokenizer": tok, "base": model_name, "config": cfg, "metrics": metrics,
+                         "label": label})
     dropped = ""
     while len(session.runs) > settings.max_runs:  # each run holds a copy of the model
         dropped = f" Run {session.runs.pop(0)['label']} was dropped: this server keeps {settings.max_runs} per session."
@@ -243,9 +245,7 @@ def on_train_requested(model_name, mode, algorithm, steps, learning_rate, group_
     """Train's first, unqueued step: check the settings (a mistake is said here, where the status stays, and again
     by on_train as a message), and note when Train was pressed, so that Cancel also stops a run still queued."""
     try:
-        check_int("seed", seed, 0, 2**31 - 1)
-        _train_config(mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings)
-        check_trainable_here(model_name, settings)
+        _checked_config(model_name, mode, algorithm, steps, learning_rate, group_size, prompts_per_step, settings, seed)
     except ValueError as err:
         session.train_requested_at = None
         return status_html(f"Not started: {err}")
