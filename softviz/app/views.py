@@ -149,7 +149,7 @@ def column_header(trace: Trace) -> str:
     same = (trace.num_rollouts > 1 and texts is not None and len(set(texts)) == 1
             and len(set(trace.meta.get("answers") or [None])) == 1)
     note = (f"*Deterministic: all {trace.num_rollouts} rollouts are identical.*\n\n" if same and trace.mode.is_greedy
-            else f"*All {trace.num_rollouts} rollouts are identical.*\n\n" if same else "")
+            else f"*All {trace.num_rollouts} rollouts wrote the same CoT text and answer.*\n\n" if same else "")
     return (f"### {trace.meta['mode_label']}\n{_mode_caption(trace)}\n\n{note}"
             f"{acc_s}{len(answers)} distinct answer{'s' if len(answers) != 1 else ''}: {shown}{more}  \n"
             f"mean entropy {mean_entropy(trace):.3f} nats · "
