@@ -318,13 +318,20 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowS
     embed = model.get_input_embeddings()
     E32 = mixing.fp32(E)  # p·E in fp32 (a no-op for fp32 models)
     cache_name, has_keep = _forward_kwargs(model)
-    ids, mask, pos = _left_pad(row_ids, pad_id, device)
+    # each distinct prompt is prefilled once and its cache copied to the rows that share it (the n samples)
+    index: dict[tuple, int] = {}
+    row_to_u = torch.tensor([index.setdefault(tuple(r), len(index)) for r in row_ids], device=device)
+    ids, mask, pos = _left_pad([list(k) for k in index], pad_id, device)
+    cache = DynamicCache(config=model.config)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                **{cache_name: DynamicCache(config=model.config)}, **({"logits_to_keep": 1} if has_keep else {}))
+                **{cache_name: cache}, **({"logits_to_keep": 1} if has_keep else {}))
+    logits = out.logits[:, -1]
+    if len(index) < len(row_ids):
+        cache.batch_select_indices(row_to_u)
+        logits, mask, pos = logits[row_to_u], mask[row_to_u], pos[row_to_u]
     next_pos = pos[:, -1] + 1
     B, per_step = len(row_ids), []
     for step in range(max_steps):
-        logits = out.logits[:, -1]
         if not bool(torch.isfinite(logits[(state.phase != DONE).to(device)]).all()):
             raise ValueError(f"the model returned non-finite logits (inf or NaN) at decode step {step} in "
                              f"{logits.dtype}: half precision overflows on some models. Load it in float32 or "
@@ -367,6 +374,7 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowS
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(inputs_embeds=inp[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                     use_cache=True, **{cache_name: out.cache if hasattr(out, "cache") else out.past_key_values})
+        logits = out.logits[:, -1]
         next_pos = next_pos + 1
     return per_step
 

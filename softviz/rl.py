@@ -27,6 +27,7 @@ Where softviz departs from the paper, or fills a gap it leaves:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import torch
 from torch import Tensor
@@ -120,14 +121,17 @@ def _layout(r: Rollouts):
     return P, T, F, A, int((P + T + F + A).max())
 
 
-def build_inputs(model, r: Rollouts, E: Tensor | None = None):
+def build_inputs(model, r: Rollouts, E: Tensor | None = None, prompt: bool = True):
     """inputs_embeds (B, L, d) for [prompt | CoT | prefill | answer], right-padded, and the attention mask.
+    prompt=False leaves the prompt out: [CoT | prefill | answer], to follow a cached prompt.
 
     CoT positions hold the policy's replay of each stored action (softviz.policies.Policy.replay): the stored
     noisy input for soft and fuzzy (a constant: the action), a token's embedding for hard tokens, the mean of
     the K embeddings for multiplex. Gradients reach E wherever the replay reads it.
     """
-    P, T, _, A, L = _layout(r)
+    P, T, F, A, L = _layout(r)
+    if not prompt:
+        P, L = torch.zeros_like(P), int((T + F + A).max())
     B = len(P)
     device = next(model.parameters()).device
     ids = torch.zeros((B, L), dtype=torch.long)
@@ -135,7 +139,7 @@ def build_inputs(model, r: Rollouts, E: Tensor | None = None):
     cot = torch.zeros((B, L), dtype=torch.bool)
     for b in range(B):
         p, t, a = int(P[b]), int(T[b]), int(A[b])
-        row = list(r.prompt_ids[b]) + r.cot_tokens[b, :t].tolist() + list(r.prefill_ids[b]) + r.answer_ids[b, :a].tolist()
+        row = (list(r.prompt_ids[b]) if prompt else []) + r.cot_tokens[b, :t].tolist() + list(r.prefill_ids[b]) + r.answer_ids[b, :a].tolist()
         ids[b, : len(row)] = torch.tensor(row)
         mask[b, : len(row)] = 1
         cot[b, p : p + t] = True
@@ -149,8 +153,42 @@ def build_inputs(model, r: Rollouts, E: Tensor | None = None):
     return emb, mask.to(device)
 
 
-def sequence_logprobs(model, r: Rollouts, *, chunk: int = 1024,
-                      mixture_embedding_grad: bool = True) -> SequenceLogProbs:
+def _shared_prompt_hidden(model, r: Rollouts, E: Tensor) -> Tensor | None:
+    """The last hidden states of the teacher-forced pass with each distinct prompt run once: the prompts (left-
+    padded) fill a KV cache, which every row of the prompt reuses for its [CoT | prefill | answer]. Returns
+    (B, 1 + L', d), where index 0 is the prompt's last position (it predicts CoT step 0) and index j the
+    continuation's j-th input: the layout of the full pass with the prompt cut to its last token. None when no
+    two rows share a prompt, or the model takes no cache. The gradient flows through the cache into the prompt
+    pass, so this equals the full pass (within float rounding) at a fraction of its cost when a group of G
+    rollouts shares a long prompt (a chat template: about 250 of 320 tokens)."""
+    from transformers import DynamicCache
+
+    from softviz.generate import _forward_kwargs, _left_pad
+
+    keys = [tuple(p) for p in r.prompt_ids]
+    index: dict[tuple, int] = {}
+    row_to_u = [index.setdefault(k, len(index)) for k in keys]
+    base = model.base_model
+    if len(index) == len(keys) or base is model or "use_cache" not in inspect.signature(base.forward).parameters:
+        return None
+    device = E.device
+    cache_name, _ = _forward_kwargs(base)
+    ids, pmask, pos = _left_pad([list(k) for k in index], 0, device)
+    cache = DynamicCache(config=model.config)
+    h_prompt = base(input_ids=ids, attention_mask=pmask, position_ids=pos, use_cache=True,
+                    **{cache_name: cache}).last_hidden_state[:, -1]  # (U, d)
+    rows = torch.tensor(row_to_u, device=device)
+    cache.batch_select_indices(rows)  # indexing: differentiable, so gradients reach the prompt pass
+    emb, cmask = build_inputs(model, r, E, prompt=False)
+    P = torch.tensor([len(p) for p in r.prompt_ids], device=device)
+    cpos = P[:, None] + torch.arange(emb.shape[1], device=device)[None]
+    h = base(inputs_embeds=emb, attention_mask=torch.cat([pmask[rows], cmask], 1), position_ids=cpos,
+             use_cache=True, **{cache_name: cache}).last_hidden_state
+    return torch.cat([h_prompt[rows][:, None], h], 1)
+
+
+def sequence_logprobs(model, r: Rollouts, *, chunk: int = 1024, mixture_embedding_grad: bool = True,
+                      share_prompts: bool = True) -> SequenceLogProbs:
     """Recompute every action's log-prob in one teacher-forced pass (paper eq. 7-10; docs/method.md), with the
     rollout's own policy (r.mode.policy) and σ (r.sigma): what generate scored at rollout time, now under the
     current weights.
@@ -161,14 +199,20 @@ def sequence_logprobs(model, r: Rollouts, *, chunk: int = 1024,
             vocabularies).
         mixture_embedding_grad: False stops the Gaussian term's gradient into E through the mean p·E (it
             still reaches E through p, i.e. the LM head when tied, and through replayed token inputs).
+        share_prompts: run each distinct prompt once and reuse its KV cache for the rows that share it (the G
+            rollouts of a group); False runs every row's prompt (the same values, within float rounding).
     """
     policy = r.mode.policy
     check_trainable(r.mode)
     P, T, F, A, L = _layout(r)
     B = len(P)
     E = embedding_matrix(model)
-    emb, mask = build_inputs(model, r, E)
-    hidden = model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state  # (B, L, d)
+    hidden = _shared_prompt_hidden(model, r, E) if share_prompts else None
+    if hidden is None:
+        emb, mask = build_inputs(model, r, E)
+        hidden = model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state  # (B, L, d)
+    else:  # the prompt cut to its last position: the same index arithmetic with P = 1
+        P, L = torch.ones_like(P), hidden.shape[1]
     head = model.get_output_embeddings()
     device = hidden.device
     Tm, Am = r.cot_tokens.shape[1], r.answer_ids.shape[1]

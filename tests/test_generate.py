@@ -48,6 +48,16 @@ def test_hard_greedy_equals_transformers_generate_on_tiny_architectures(tiny):
     assert torch.equal(r.trace.topk_ids[:, :, 0], r.cot_tokens)
 
 
+def test_prompt_prefilled_once_for_its_samples_equals_one_prefill_per_row(tiny):
+    # generate prefills each distinct prompt once and copies its KV cache to its n rows: the rows must decode
+    # exactly as transformers' generate does with every row's prompt prefilled on its own
+    model, tok = tiny
+    ps = prompts(3)
+    r = generate(model, tok, ps, "hard-greedy", n=2, max_cot_tokens=12, max_answer_tokens=1)
+    ref = hf_greedy(model, tok, [p for p in ps for _ in range(2)], 12)
+    assert torch.equal(r.cot_tokens[:, :12], ref)
+
+
 def test_fuzzy_greedy_shadow_equals_hard_greedy(embedded):
     model, tok = embedded
     ps = prompts(4)

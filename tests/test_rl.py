@@ -329,3 +329,27 @@ def test_micro_batch_is_checked():
         with pytest.raises(ValueError, match="micro_batch"):
             RLConfig(micro_batch=bad)
     assert RLConfig(micro_batch=3).micro_batch == 3
+
+
+@pytest.mark.parametrize("preset", ["hard", "soft", "fuzzy", "soft-grpo", "multiplex"])
+def test_shared_prompt_pass_equals_the_full_pass(embedded, preset):
+    # a group's rows share their prompt: one prompt pass whose KV cache every row reuses must give the log-probs
+    # and the gradient of running each row's whole sequence (prompts of different lengths, 3 rows each)
+    model, tok = embedded
+    ps = sorted(PROMPTS, key=len)
+    assert len({len(tok.encode(p)) for p in ps}) > 1
+    r = generate(model, tok, ps, Mode.preset(preset, answer_temperature=1.0), n=3, max_cot_tokens=20, seed=2)
+    out = []
+    for share in (True, False):
+        model.zero_grad(set_to_none=True)
+        lp = sequence_logprobs(model, r, share_prompts=share)
+        ((lp.cot * lp.cot_mask).sum() + (lp.answer * lp.answer_mask).sum()).backward()
+        out.append((lp, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    model.zero_grad(set_to_none=True)
+    (a, ga), (b, gb) = out
+    assert torch.equal(a.cot_mask, b.cot_mask) and torch.equal(a.answer_mask, b.answer_mask)
+    scale = float(b.cot.detach().abs().max()) + 1.0  # Gaussian log-probs are large: compare relative to them
+    torch.testing.assert_close(a.cot.detach(), b.cot.detach(), rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(a.answer.detach(), b.answer.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a.cot_entropy, b.cot_entropy, rtol=1e-4, atol=1e-5)
+    assert float((ga - gb).norm() / gb.norm()) < 1e-4 and float(gb.norm()) > 0
