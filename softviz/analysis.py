@@ -136,6 +136,27 @@ def branch_points(trace: Trace, entropy_threshold: float = BRANCH_ENTROPY,
 
 # ---- answers and correctness ------------------------------------------------------------------------------
 
+def first_split(a: Trace, rollout_a: int, b: Trace | None = None, rollout_b: int = 0) -> int | None:
+    """The first CoT step at which rollout `rollout_a` of `a` and rollout `rollout_b` of `b` (default: `a` itself)
+    read different shadow tokens (the sampled token for hard modes, the argmax of the mixture otherwise); where
+    one CoT is a prefix of the other, the step after the shorter one ends. None: the same tokens all along.
+    Two modes' rollouts can agree on every shadow token and still differ in what was fed (the mixture, the noise):
+    this compares the text, as the shadow text shows it."""
+    b = a if b is None else b
+    for t, r in ((a, rollout_a), (b, rollout_b)):
+        if not isinstance(t, Trace):
+            raise ValueError(f"first_split needs Traces, got {type(t).__name__}")
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r < t.num_rollouts:
+            raise ValueError(f"rollout {r!r} is out of range: the trace has {t.num_rollouts} rollouts (0-"
+                             f"{t.num_rollouts - 1})")
+    na, nb = int(a.lengths[rollout_a]), int(b.lengths[rollout_b])
+    x, y = a.tokens[rollout_a, : min(na, nb)], b.tokens[rollout_b, : min(na, nb)]
+    differ = (x != y).nonzero()
+    if len(differ):
+        return int(differ[0, 0])
+    return None if na == nb else min(na, nb)
+
+
 def num_prompts(trace: Trace) -> int:
     return len(set(trace.meta.get("prompt_index", [0] * trace.num_rollouts)))
 

@@ -232,7 +232,7 @@ def test_deterministic_modes_say_their_rollouts_are_identical(app, settings):
     assert "Deterministic" not in out.slots[1].header  # soft rollouts draw noise, even when they agree
     session = out.session
     app.on_pick("soft", session)
-    text = app.on_explore_step(0, 2, session).text
+    text = app.on_explore_rollout(0, 2, session).step.text
     assert "entropy of p at τ = 1" in text and "the weights below are the mode's, at τ = 0.5" in text
 
 
@@ -442,7 +442,7 @@ def test_explore_opens_an_uploaded_trace_and_walks_it(app, settings, compared, t
     assert abs(sum(float(row[2]) for row in step.table) - 1.0) < 0.2  # the top-10 weights carry most of the mixture
     view = app.on_explore_rollout(2, 5, visitor)
     assert "rollout 2" in view.soft_text and view.step.text.startswith("**Step 5** of rollout 2")
-    step = app.on_explore_step(2, 500, visitor)  # past the end: the last step
+    step = app.on_explore_rollout(2, 500, visitor).step  # past the end: the last step
     assert step.text.startswith(f"**Step {int(visitor.explore.lengths[2]) - 1}** of rollout 2")
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a trace")
@@ -453,7 +453,7 @@ def test_explore_opens_an_uploaded_trace_and_walks_it(app, settings, compared, t
         big.write_bytes(b"0" * (2 * 2**20))
         app.on_upload(str(big), app.Settings(max_upload_mb=1), app.Session())
     with pytest.raises(gr.Error, match="open a trace first"):
-        app.on_explore_step(0, 0, app.Session())
+        app.on_explore_rollout(0, 0, app.Session())
 
 
 def test_explore_picks_a_mode_of_the_last_comparison(app, compared):

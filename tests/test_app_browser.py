@@ -103,6 +103,64 @@ def test_compare_shows_a_column_with_figures_for_each_mode(page, shots):
     shots(page, "compare_columns")  # what a visitor sees first: the mode columns
 
 
+def _selection(page) -> str:
+    return page.locator("#sv-selection").inner_text()
+
+
+def test_a_clicked_token_or_cell_selects_its_step_everywhere(page, shots):
+    columns = visible_columns(page)
+    soft = columns.nth(1)
+    # a token of soft's shadow text (the 6th entry after the heading "#0 → ...:" of rollout 0)
+    tokens = soft.locator(".sv-shadow .textfield > *")
+    tokens.nth(6).click()
+    page.wait_for_function("() => document.querySelector('#sv-selection').innerText.startsWith('Selected:')",
+                           timeout=30_000)
+    note = _selection(page)
+    assert note.startswith("Selected: soft, rollout 0, step "), note
+    step = int(note.split("step ")[1].split(" ")[0])
+    # the column's soft text, mixture and nearest-vocabulary figures mark that step; its heatmap outlines the cell
+    page.wait_for_function(f"""() => document.querySelectorAll('.sv-mode-column')[1].innerText
+        .includes('red outline = step {step}')""", timeout=30_000)
+    marked = page.evaluate("""() => [...document.querySelectorAll('.sv-mode-column')[1]
+        .querySelectorAll('.js-plotly-plot')].map(p => (p.layout.shapes || []).filter(s => s.name === 'selected').length)""")
+    assert marked[0] == 1 and marked[1] >= 1 and marked[2] >= 1, marked  # heatmap, mixture, nearest vocabulary
+    # a cell of fuzzy's heatmap: rollout 2, step 3, clicked where plotly draws it
+    heat = columns.nth(2).locator(".sv-heat .js-plotly-plot").first
+    heat.scroll_into_view_if_needed()
+    x, y = page.evaluate("""(el) => { const L = el._fullLayout, r = el.getBoundingClientRect();
+        return [r.left + L.xaxis._offset + L.xaxis.l2p(3), r.top + L.yaxis._offset + L.yaxis.l2p(2)]; }""", heat.element_handle())
+    page.mouse.click(x, y)
+    page.wait_for_function("() => document.querySelector('#sv-selection').innerText.includes('fuzzy, rollout 2, step 3')",
+                           timeout=30_000)
+    assert "Against rollout 2 of the other modes" in _selection(page)
+    # Explore opened there
+    page.get_by_role("tab", name="Explore").click()
+    page.get_by_text("Step 3 of rollout 2").first.wait_for(timeout=30_000)
+    page.get_by_role("tab", name="Compare").click()
+
+
+def test_branch_point_buttons_step_through_the_branch_points(page, shots):
+    visible_columns(page).nth(0).locator(".sv-shadow .textfield > *").nth(1).click()  # hard, rollout 0, step 0
+    changed = "(prev) => { const t = document.querySelector('#sv-selection').innerText; " \
+              "return t.startsWith('Selected:') && t !== prev; }"
+    page.wait_for_function(changed, arg=_selection(page), timeout=30_000)
+    assert _selection(page).startswith("Selected: hard, rollout 0, step 0 ")
+    seen = []
+    for _ in range(3):
+        before = _selection(page)
+        page.get_by_role("button", name="Next branch point ▶").click()
+        page.wait_for_function(changed, arg=before, timeout=30_000)
+        note = _selection(page)
+        assert "branch point" in note.split("\n")[0], note
+        seen.append(note.split(":", 2)[1])
+    assert len(set(seen)) == 3  # three different steps
+    page.get_by_role("button", name="◀ Previous branch point").click()
+    page.wait_for_function("(want) => document.querySelector('#sv-selection').innerText.split(':', 3)[1] === want",
+                           arg=seen[1], timeout=30_000)
+    page.wait_for_timeout(1000)
+    shots(page, "compare_selection", full_page=True)
+
+
 def test_explore_opens_a_mode_of_the_comparison(page, shots):
     page.get_by_role("tab", name="Explore").click()
     page.get_by_label("…or a mode of your last comparison").click()

@@ -275,7 +275,7 @@ def explored(app, settings, problem):
 @pytest.mark.parametrize("value", [NAN, INF, -INF, None, "abc", 1.5])
 def test_slider_positions_that_are_not_whole_numbers_are_refused(app, settings, explored, value):
     handlers = [lambda: app.on_rollout(value, settings, explored), lambda: app.on_explore_rollout(value, 0, explored),
-                lambda: app.on_explore_step(0, value, explored)]
+                lambda: app.on_explore_rollout(0, value, explored)]
     for handler in handlers:
         with pytest.raises(gr.Error) as err:
             handler()
@@ -286,7 +286,7 @@ def test_slider_positions_that_are_not_whole_numbers_are_refused(app, settings, 
 def test_slider_positions_out_of_range_show_the_nearest(app, settings, explored, value):
     last_rollout = explored.explore.num_rollouts - 1
     assert f"rollout {0 if value < 0 else last_rollout}" in app.on_rollout(value, settings, explored)[1].soft_text
-    assert app.on_explore_step(value, value, explored).text.startswith("**Step ")
+    assert app.on_explore_rollout(value, value, explored).step.text.startswith("**Step ")
 
 
 def test_picking_a_mode_never_compared_is_a_message(app, explored):

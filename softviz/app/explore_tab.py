@@ -96,19 +96,23 @@ def explore_view(rollout, step, session: Session) -> ExploreView:
     """One rollout of the explored trace (its soft text and figures) and one of its steps."""
     at = explore_step(rollout, step, session)
     trace = session.explore
-    one = rollout_figures(trace, rollout)
-    return ExploreView(soft_text=one.soft_text, entropy_heatmap=responsive(viz.entropy_heatmap(trace), narrow=True),
+    b = clamped("rollout", rollout, 0, trace.num_rollouts - 1)
+    t = clamped("CoT step", step, 0, max(int(trace.lengths[b]) - 1, 0)) if int(trace.lengths[b]) else None
+    one = rollout_figures(trace, b, step=t)
+    heat = viz.entropy_heatmap(trace, branch_points=True, selected=None if t is None else (b, t))
+    return ExploreView(soft_text=one.soft_text, entropy_heatmap=responsive(heat, narrow=True),
                        mixture=one.mixture, noise=one.noise, step=at)
 
 
-def _open_trace(trace: Trace, session: Session) -> OpenedTrace:
+def open_trace(trace: Trace, session: Session, rollout: int = 0, step: int = 0) -> OpenedTrace:
+    """Explore opened on `trace`, at `rollout` and CoT `step` (Compare's selection opens it there)."""
     session.explore = trace
     longest = int(trace.lengths.max()) if trace.num_rollouts else 1
     return OpenedTrace(summary=explore_summary(trace),
-                       rollout_slider=gr.Slider(minimum=0, maximum=max(trace.num_rollouts - 1, 1), value=0, step=1,
-                                                interactive=trace.num_rollouts > 1),
-                       step_slider=gr.Slider(minimum=0, maximum=max(longest - 1, 1), value=0, step=1),
-                       view=explore_view(0, 0, session))
+                       rollout_slider=gr.Slider(minimum=0, maximum=max(trace.num_rollouts - 1, 1), value=rollout,
+                                                step=1, interactive=trace.num_rollouts > 1),
+                       step_slider=gr.Slider(minimum=0, maximum=max(longest - 1, 1), value=step, step=1),
+                       view=explore_view(rollout, step, session))
 
 
 @visitor_errors
@@ -125,7 +129,7 @@ def on_upload(path, settings: Settings, session: Session) -> OpenedTrace:
         trace = Trace.load(path)
     except ValueError as err:  # name the file as the visitor knows it, not by where the server keeps it
         raise ValueError(str(err).replace(str(Path(path)), Path(path).name)) from None
-    return _open_trace(trace, session)
+    return open_trace(trace, session)
 
 
 @visitor_errors
@@ -134,16 +138,11 @@ def on_pick(label, session: Session) -> OpenedTrace:
     traces = (session.compare or {}).get("traces", {})
     if label not in traces:
         raise ValueError("run a comparison first, then pick one of its modes here")
-    return _open_trace(traces[label], session)
+    return open_trace(traces[label], session)
 
 
 @visitor_errors
 def on_explore_rollout(rollout, step, session: Session) -> ExploreView:
-    """Explore's rollout slider: that rollout's soft text and figures, and the step."""
+    """Explore's rollout and step sliders: that rollout's soft text and figures with the step marked, and what was
+    mixed at the step and where the fed input landed."""
     return explore_view(rollout, step, session)
-
-
-@visitor_errors
-def on_explore_step(rollout, step, session: Session) -> StepView:
-    """Explore's step slider: what was mixed at that step, and where the fed input landed."""
-    return explore_step(rollout, step, session)

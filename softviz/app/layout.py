@@ -7,9 +7,11 @@ import gradio as gr
 
 from softviz.config import ALGORITHMS, KINDS, PRESETS
 
-from .compare_tab import (AcrossModes, CompareSlot, CompareView, example_problems, first_problem, hide_export,
-                          on_compare, on_export, on_rollout, pick_example, random_problem)
-from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_explore_step, on_pick,
+from .compare_tab import (SELECT_HINT, AcrossModes, CompareSlot, CompareView, SelectionView, SlotSelection,
+                          example_problems, first_problem, hide_export, on_cell, on_compare, on_export,
+                          on_next_branch, on_previous_branch, on_rollout, on_shadow_select, pick_example,
+                          random_problem)
+from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_pick,
                           on_upload)
 from .session import Sessions, close_session, new_session
 from .settings import (DEFAULT_MODES, MEASURED, MODE_HELP, TRAIN_DEFAULTS, TRAIN_MODES, Settings, model_note,
@@ -41,7 +43,29 @@ CSS = """
 .sv-modes {font-size: 13px;}
 .sv-bar {height: 8px; margin-top: 6px; border-radius: 4px; overflow: hidden; background: var(--neutral-200);}
 .sv-bar span {display: block; height: 100%; background: var(--color-accent); transition: width 0.3s;}
+.sv-hidden {display: none !important;}
 """
+
+# A click on a cell of a mode's entropy heatmap (plotly_click) is written into the hidden #sv-cell box as
+# "column:rollout:step:time", whose input event runs on_cell. gr.Plot has no select event of its own.
+CLICK_JS = """() => {
+  const hook = (plot) => {
+    if (plot.__svHooked || !plot.on) return;
+    plot.__svHooked = true;
+    plot.on('plotly_click', (ev) => {
+      const holder = plot.closest('[class*="sv-heat-"]');
+      const box = document.querySelector('#sv-cell textarea, #sv-cell input');
+      if (!holder || !box || !ev.points || !ev.points.length) return;
+      const column = [...holder.classList].find(c => /^sv-heat-\\d+$/.test(c)).slice(8);
+      const p = ev.points[0];
+      box.value = `${column}:${Math.round(p.y)}:${Math.round(p.x)}:${Date.now()}`;
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    });
+  };
+  const scan = () => document.querySelectorAll('[class*="sv-heat-"] .js-plotly-plot').forEach(hook);
+  new MutationObserver(scan).observe(document.body, {childList: true, subtree: true});
+  scan();
+}"""
 
 
 def placeholder_figure():
@@ -56,15 +80,16 @@ def placeholder_figure():
     return fig
 
 
-def _compare_slot() -> CompareSlot:
-    """A mode's result column, hidden until a comparison fills it."""
+def _compare_slot(i: int) -> CompareSlot:
+    """Mode column `i`, hidden until a comparison fills it."""
     with gr.Column(visible=False, min_width=380, elem_classes=["sv-mode-column"]) as column:
         return CompareSlot(
             column=column, header=gr.Markdown(),
             shadow_text=gr.HighlightedText(label="Shadow text of each rollout: redder = higher entropy",
                                            show_legend=False, elem_classes=["sv-shadow"]),
-            entropy_heatmap=gr.Plot(label="Entropy per rollout and step (hover a cell for its tokens; blank: the "
-                                          "CoT had ended)"),
+            entropy_heatmap=gr.Plot(label="Entropy per rollout and step (hover a cell for its tokens, click it to "
+                                          "select; ○ branch point; blank: the CoT had ended)",
+                                    elem_classes=["sv-heat", f"sv-heat-{i}"]),
             rollout=RolloutView(
                 soft_text=gr.HTML(),
                 mixture=gr.Plot(label="Mixture weights of one rollout: the top 10 stacked, rank 1 at the bottom, "
@@ -122,8 +147,13 @@ def _compare_tab(settings: Settings) -> dict:
     c["rollout"] = gr.Slider(0, max(min(8, settings.max_rollouts) - 1, 1), value=0, step=1,
                              label="Rollout shown step by step in each column (soft text, mixture weights, "
                                    "nearest vocabulary)")
+    with gr.Row(equal_height=True):
+        c["prev_branch"] = gr.Button("◀ Previous branch point", size="sm", scale=0, min_width=190)
+        c["next_branch"] = gr.Button("Next branch point ▶", size="sm", scale=0, min_width=190)
+        c["selection"] = gr.Markdown(SELECT_HINT, elem_id="sv-selection")
+    c["cell"] = gr.Textbox(elem_id="sv-cell", elem_classes=["sv-hidden"], show_label=False, container=False)
     with gr.Row(equal_height=False):
-        c["slots"] = [_compare_slot() for _ in range(settings.max_modes)]
+        c["slots"] = [_compare_slot(i) for i in range(settings.max_modes)]
     c["across_title"] = gr.Markdown("### Across modes", visible=True)
     with gr.Row():
         profiles = gr.Plot(placeholder_figure(), label="Entropy per step, all modes")
@@ -221,7 +251,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                              api_name="random_problem")
         compared = CompareView(summary=cmp["summary"], across=cmp["across"], slots=cmp["slots"],
                                rollout_slider=cmp["rollout"], explore_menu=exp["pick"], reach=cmp["reach"],
-                               reach_button=cmp["reach_button"], session=session)
+                               reach_button=cmp["reach_button"], selection=cmp["selection"], session=session)
         cmp["examples"].input(pick_example, inputs=cmp["examples"], outputs=[cmp["prompt"], cmp["gold"]], queue=False,
                               api_name="example_problem")
         cmp["run"].click(
@@ -273,8 +303,24 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                           api_name="pick_trace", concurrency_limit=4)
         exp["rollout"].release(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
                                outputs=view.flat(), api_name="explore_rollout", concurrency_limit=4)
-        exp["step"].release(flat_outputs(on_explore_step), inputs=[exp["rollout"], exp["step"], session],
-                            outputs=view.step.flat(), api_name="explore_step", concurrency_limit=4)
+        exp["step"].release(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
+                            outputs=view.flat(), api_name="explore_step", concurrency_limit=4)
+        # Compare's selection: a token of a shadow text, a heatmap cell, or the branch-point buttons
+        selected = SelectionView(note=cmp["selection"], rollout_slider=cmp["rollout"],
+                                 slots=[SlotSelection(entropy_heatmap=s.entropy_heatmap, rollout=s.rollout)
+                                        for s in cmp["slots"]],
+                                 explore_menu=exp["pick"],
+                                 explore=OpenedTrace(summary=exp["summary"], rollout_slider=exp["rollout"],
+                                                     step_slider=exp["step"], view=view)).flat()
+        for i, slot in enumerate(cmp["slots"]):
+            slot.shadow_text.select(flat_outputs(on_shadow_select(i)), inputs=[host, session], outputs=selected,
+                                    api_name=False, concurrency_limit=4)
+        cmp["cell"].change(flat_outputs(on_cell), inputs=[cmp["cell"], host, session], outputs=selected,
+                          api_name="select_cell", concurrency_limit=4)
+        cmp["prev_branch"].click(flat_outputs(on_previous_branch), inputs=[cmp["rollout"], host, session],
+                                 outputs=selected, api_name="previous_branch_point", concurrency_limit=4)
+        cmp["next_branch"].click(flat_outputs(on_next_branch), inputs=[cmp["rollout"], host, session],
+                                 outputs=selected, api_name="next_branch_point", concurrency_limit=4)
         # A closed tab frees its Session at once (fine-tuned model, traces, files) and stops its fine-tune.
         demo.load(sessions.bind, inputs=[session], queue=False)
         demo.unload(sessions.close)

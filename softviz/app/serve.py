@@ -12,7 +12,7 @@ from softviz.tasks import get_task
 
 from .checks import get_model
 from .compare_tab import first_problem
-from .layout import CSS, build_demo
+from .layout import CLICK_JS, CSS, build_demo
 from .session import clean_up_on_signals, remove_own_folders, remove_stale_folders
 from .settings import DEFAULT_MODES, TASK, Settings, parse_args
 
@@ -36,7 +36,7 @@ def launch(demo: gr.Blocks, settings: Settings, **kwargs):
     kwargs go to gr.Blocks.launch (server_name, server_port, share, prevent_thread_lock, ...)."""
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
     # state_session_capacity bounds the page states Gradio keeps for closed sessions (its default is 10,000)
-    return demo.launch(max_file_size=f"{settings.max_upload_mb}mb", css=CSS, footer_links=["api", "gradio"],
+    return demo.launch(max_file_size=f"{settings.max_upload_mb}mb", css=CSS, js=CLICK_JS, footer_links=["api", "gradio"],
                        **{"state_session_capacity": 1000, **kwargs})
 
 

@@ -35,6 +35,7 @@ class Session:
 
     compare: dict | None = None  # prompt, gold, traces {label: Trace}, files {label: path}, seconds
     explore: Trace | None = None
+    selection: dict | None = None  # Compare's selected step: {"mode", "rollout", "step"}
     runs: list = dataclasses.field(default_factory=list)  # every kept fine-tune of this session, oldest first
     run_count: int = 0  # fine-tunes started in this session (numbers the runs' labels)
     train_requested_at: float | None = None  # when Train was pressed (time.monotonic()); the run may wait in the queue
@@ -67,7 +68,7 @@ class Session:
     def close(self) -> None:
         """Stop a running fine-tune, drop the model and traces, delete the files."""
         self.closed = True
-        self.compare = self.explore = None
+        self.compare = self.explore = self.selection = None
         self.runs = []
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)

@@ -156,20 +156,43 @@ def column_header(trace: Trace) -> str:
             f"mean CoT {float(trace.lengths.float().mean()):.1f} tokens")
 
 
-def shadow_text(trace: Trace, scale: float) -> list[tuple[str, float | None]]:
+BRANCH_MARK = "◆"  # before a branch point's token in the shadow text
+
+
+def shadow_entries(trace: Trace, scale: float) -> tuple[list[tuple[str, float | None]], list[tuple[int, int | None]]]:
     """Every rollout's shadow text as (token, entropy / scale) pairs for gr.HighlightedText (redder = less sure),
-    each rollout on its own line, headed by its number and answer (✓ right, ✗ wrong)."""
+    each rollout on its own line, headed by its number and answer (✓ right, ✗ wrong), a ◆ before each branch
+    point (softviz.analysis.branch_points); and, for each entry, the (rollout, CoT step) it stands for (step None
+    for a rollout's heading), so a click on an entry selects that step."""
     ok = analysis.rollout_correct(trace)
     answers = trace.meta.get("answers") or [None] * trace.num_rollouts
+    bp = analysis.branch_points(trace)
+    branch = bp["uncertain"] | bp["blended"]
     out: list[tuple[str, float | None]] = []
+    where: list[tuple[int, int | None]] = []
     for b in range(trace.num_rollouts):
         n = int(trace.lengths[b])
         mark = {True: " ✓", False: " ✗"}.get(ok[b], "")
         answer = analysis.NO_ANSWER if answers[b] is None else answers[b]
         out.append((f"{'' if b == 0 else chr(10)}#{b} → {answer}{mark}:", None))
-        for tok, h in zip(trace.decode(trace.tokens[b, :n]), trace.entropy[b, :n].tolist()):
-            out.append((tok, round(min(h / scale, 1.0), 3) if scale > 0 else 0.0))
-    return out
+        where.append((b, None))
+        for t, (tok, h) in enumerate(zip(trace.decode(trace.tokens[b, :n]), trace.entropy[b, :n].tolist())):
+            if branch[b, t]:
+                out.append((BRANCH_MARK, None))
+                where.append((b, t))
+            out.append((visible_text(tok), round(min(h / scale, 1.0), 3) if scale > 0 else 0.0))
+            where.append((b, t))
+    return out, where
+
+
+def visible_text(tok: str) -> str:
+    """A shadow token as running text: spaces and newlines kept, byte pieces (U+FFFD) shown as ‹byte›."""
+    return tok.replace("\ufffd", "‹byte›")
+
+
+def shadow_text(trace: Trace, scale: float) -> list[tuple[str, float | None]]:
+    """The entries of shadow_entries (what gr.HighlightedText shows)."""
+    return shadow_entries(trace, scale)[0]
 
 
 def entropy_scale(traces) -> float:
@@ -206,10 +229,19 @@ class RolloutView(Outputs):
     noise: Any = None
 
 
-def rollout_figures(trace: Trace, rollout) -> RolloutView:
-    """Rollout `rollout` of `trace` (moved into range; not a whole number: a ValueError) as a RolloutView."""
+def rollout_figures(trace: Trace, rollout, step: int | None = None) -> RolloutView:
+    """Rollout `rollout` of `trace` (moved into range; not a whole number: a ValueError) as a RolloutView, with
+    CoT step `step` (if any) marked in each of its figures."""
     b = clamped("rollout", rollout, 0, trace.num_rollouts - 1)
-    mixture = responsive(viz.mixture_topk(trace, rollout=b), narrow=True)
+    mixture = responsive(viz.mixture_topk(trace, rollout=b, selected_step=step), narrow=True)
     mixture.update_layout(showlegend=False)  # ranks stack bottom-up, hover names them; a legend would fill the column
-    noise = responsive(viz.noise_shift(trace, rollout=b), narrow=True)
-    return RolloutView(soft_text=viz.soft_text_html(trace, rollout=b, k=3), mixture=mixture, noise=noise)
+    noise = responsive(viz.noise_shift(trace, rollout=b, selected_step=step), narrow=True)
+    return RolloutView(soft_text=viz.soft_text_html(trace, rollout=b, k=3, selected_step=step), mixture=mixture,
+                       noise=noise)
+
+
+def heatmap(trace: Trace, scale: float, selected: tuple[int, int] | None = None):
+    """A mode's entropy heatmap for its column: the comparison's shared colour scale (`scale`, the largest entropy
+    of all modes), branch points marked, and the selected (rollout, step) outlined."""
+    return responsive(viz.entropy_heatmap(trace, zmax=scale if scale > 0 else None, branch_points=True,
+                                          selected=selected), narrow=True)

@@ -18,7 +18,8 @@ MAX_HOVER_CELLS = 16_384  # heatmap cells (32 rollouts × 512 steps) above which
 
 
 def entropy_heatmap(trace: Trace, title: str | None = None, *, field: str = "entropy", hover_k: int = 5,
-                    max_rollouts: int = 64, max_steps: int = 512):
+                    max_rollouts: int = 64, max_steps: int = 512, zmax: float | None = None,
+                    branch_points: bool = False, selected: tuple[int, int] | None = None):
     """Rollouts × CoT steps heatmap of the entropy at each step; hover shows the shadow token and top-k weights.
 
     Args:
@@ -27,6 +28,10 @@ def entropy_heatmap(trace: Trace, title: str | None = None, *, field: str = "ent
         hover_k: top-k tokens listed in the hover label.
         max_rollouts, max_steps: above these, the first max_rollouts rollouts are shown and steps are averaged in
             bins (the title says so).
+        zmax: the top of the colour scale (default: this trace's largest value); give several heatmaps the same
+            one to compare their colours.
+        branch_points: mark the steps softviz.analysis.branch_points finds (a second trace, "branch points").
+        selected: (rollout, step) to outline (a rectangle shape named "selected").
     Returns: a Figure with one Heatmap; z[b][t] is the entropy (NaN where rollout b's CoT had ended).
     """
     _one_trace(trace)
@@ -59,8 +64,21 @@ def entropy_heatmap(trace: Trace, title: str | None = None, *, field: str = "ent
     fig = go.Figure(go.Heatmap(z=H, x=x, y=np.arange(rows), text=text,
                                hovertemplate="rollout %{y} · %{text}<br>entropy %{z:.3f} nats<extra></extra>",
                                hoverongaps=False, coloraxis="coloraxis", name=label))
+    if branch_points and pool == 1:
+        bp = analysis.branch_points(trace)
+        at = np.argwhere((bp["uncertain"] | bp["blended"])[:rows])
+        fig.add_trace(go.Scatter(x=at[:, 1], y=at[:, 0], mode="markers", name="branch points",
+                                 marker=dict(symbol="circle-open", size=7, color="white", line=dict(width=1.5)),
+                                 hovertemplate="branch point: rollout %{y}, step %{x}<extra></extra>",
+                                 showlegend=False))
+        notes.append(f"○ branch points ({len(at)}): entropy above {analysis.BRANCH_ENTROPY} nats or top weight "
+                     f"below {analysis.BRANCH_WEIGHT}")
+    if selected is not None and pool == 1:
+        b, t = selected
+        fig.add_shape(type="rect", x0=t - 0.5, x1=t + 0.5, y0=b - 0.5, y1=b + 0.5, name="selected",
+                      line=dict(color="#E45756", width=3))
     _head(fig, main, notes)
-    top = float(np.nanmax(H)) if np.isfinite(H).any() else 1.0
+    top = zmax if zmax is not None else float(np.nanmax(H)) if np.isfinite(H).any() else 1.0
     colorbar = dict(title=dict(text=ENTROPY_TITLE[field].replace(" (", "<br>("), side="right"))
     fig.update_layout(template=TEMPLATE, height=max(320, 120 + 14 * rows),
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=top, colorbar=colorbar))

@@ -10,18 +10,28 @@ import numpy as np
 
 from softviz import analysis
 from softviz.trace import Trace
-from softviz.viz.style import RANK_COLOURS, TEMPLATE, _go, _head, _one_trace, _rollout_title, _token_text
+from softviz.viz.style import (RANK_COLOURS, TEMPLATE, _go, _head, _one_trace, _rollout_title, _token_text,
+                               visible)
+
+
+def _mark_step(fig, step: int | None, rows: int = 1) -> None:
+    """A vertical band over CoT step `step` (a shape named "selected"), across `rows` stacked subplots."""
+    if step is None:
+        return
+    for r in range(1, rows + 1):
+        fig.add_vrect(x0=step - 0.5, x1=step + 0.5, fillcolor="#E45756", opacity=0.18, line_width=0, layer="below",
+                      name="selected", row=r if rows > 1 else None, col=1 if rows > 1 else None)
 
 
 def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_steps: int = 256,
-                 token_row: bool | None = None, title: str | None = None):
+                 token_row: bool | None = None, title: str | None = None, selected_step: int | None = None):
     """The mixture's top-k tokens and their weights at each CoT step of one rollout, as stacked bars.
 
     Rank 1 is at the bottom of each bar; the grey top is the weight left to the rest of the vocabulary. For hard
     tokens the bars are the sampling distribution and the fed token is the sampled one (the shadow token).
     Returns: a Figure with one Bar trace per rank ("rank 1", ...) and one "rest of vocabulary" trace;
     their y values at a step sum to 1. token_row: write the fed (shadow) tokens above the bars (default: up to 64
-    steps).
+    steps). selected_step: shade that step.
     """
     _one_trace(trace)
     go = _go()
@@ -68,18 +78,21 @@ def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_st
     fig.update_layout(barmode="stack", bargap=0.08, template=TEMPLATE, height=500,
                       uniformtext=dict(minsize=8, mode="hide"),
                       legend=dict(traceorder="normal", orientation="h", y=-0.18))
+    _mark_step(fig, selected_step)
     fig.update_xaxes(title_text="CoT step")
     fig.update_yaxes(title_text=f"mixture {what}" if not hard else "probability", range=[0, 1.11 if row else 1.0],
                      tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
     return fig
 
 
-def noise_shift(trace: Trace, rollout: int = 0, *, max_steps: int = 512, title: str | None = None):
+def noise_shift(trace: Trace, rollout: int = 0, *, max_steps: int = 512, title: str | None = None,
+                selected_step: int | None = None):
     """How far the noise (and the mixing) moved the fed input from the vocabulary, at each CoT step of one rollout.
 
     Top: cosine of the fed input to its nearest vocabulary token (1 = exactly a token's embedding), and to the
     shadow token when it is among the nearest; markers say whether the nearest token is the shadow token.
     Bottom: the shadow token's rank among the fed input's nearest tokens (1 = nearest).
+    selected_step: shade that step in both panels.
     """
     _one_trace(trace)
     go = _go()
@@ -141,16 +154,20 @@ def noise_shift(trace: Trace, rollout: int = 0, *, max_steps: int = 512, title: 
     fig.update_yaxes(title_text=metric, row=1, col=1, **span)
     fig.update_yaxes(title_text="rank (1 = nearest)", range=[kn + 1.5, 0.5], tickmode="array", row=2, col=1,
                      tickvals=list(range(1, kn + 2)), ticktext=[str(r) for r in range(1, kn + 1)] + [f"> {kn}"])
+    _mark_step(fig, selected_step, rows=2)
     fig.update_xaxes(title_text="CoT step", row=2, col=1)
     fig.update_xaxes(zeroline=False)
     return fig
 
 
-def soft_text_html(trace: Trace, rollout: int = 0, k: int = 3, *, max_steps: int = 512) -> str:
+def soft_text_html(trace: Trace, rollout: int = 0, k: int = 3, *, max_steps: int = 512,
+                   branch_points: bool = True, selected_step: int | None = None) -> str:
     """The CoT of one rollout as "soft text": each step a column of its top-k tokens, darker where the weight is larger.
 
-    All token text is HTML-escaped; hovering a step shows its weights. Returns an HTML fragment (no scripts) for
-    gr.HTML or IPython.display.HTML.
+    Tokens mixed with weight 0 (fuzzy's ranks 2-3, a Dirichlet draw's) are left out. branch_points: an orange bar
+    over the steps softviz.analysis.branch_points finds; selected_step: that step outlined in red. All token text is
+    HTML-escaped; hovering a step shows its weights. Returns an HTML fragment (no scripts) for gr.HTML or
+    IPython.display.HTML.
     """
     _one_trace(trace)
     head = _rollout_title(trace, rollout)
@@ -158,22 +175,30 @@ def soft_text_html(trace: Trace, rollout: int = 0, k: int = 3, *, max_steps: int
     k = max(1, min(k, trace.topk_ids.shape[-1]))
     ids, w = trace.topk_ids[rollout, :n, :k].tolist(), trace.topk_weights[rollout, :n, :k].tolist()
     shadow = trace.tokens[rollout, :n].tolist()
+    bp = analysis.branch_points(trace) if branch_points else None
+    branch = (bp["uncertain"] | bp["blended"])[rollout] if bp is not None else np.zeros(n, dtype=bool)
     cells = []
     for t in range(n):
         strs = [trace.token_strings.get(i, f"<{i}>") for i in ids[t]]
-        tip = html.escape(f"step {t}: " + ", ".join(f"{s!r} {p:.3f}" for s, p in zip(strs, w[t])), quote=True)
+        kept = [(j, s, p) for j, (s, p) in enumerate(zip(strs, w[t])) if j == 0 or p >= 5e-4]
+        tip = html.escape(f"step {t}{' (branch point)' if branch[t] else ''}: "
+                          + ", ".join(f"{s!r} {p:.3f}" for _, s, p in kept), quote=True)
         rows = []
-        for j, (s, p) in enumerate(zip(strs, w[t])):
-            shown = html.escape(s if s.strip() else s.replace(" ", "␣").replace("\n", "⏎") or "∅")
+        for j, s, p in kept:
+            shown = html.escape(visible(s) if not s.strip() or "\ufffd" in s else s)
             colour = "#fff" if p > 0.55 else "#111"
             border = "border-bottom:2px solid #1f3f66;" if ids[t][j] == shadow[t] else ""
             rows.append(f"<span style=\"white-space:pre;padding:0 2px;background:rgba(31,119,180,{p:.3f});"
                         f"color:{colour};opacity:{0.35 + 0.65 * p:.3f};{border}\">{shown}</span>")
-        cells.append(f"<span title=\"{tip}\" style=\"display:inline-flex;flex-direction:column;margin:0 1px 4px 0;"
-                     f"border-left:1px solid #eee\">{''.join(rows)}</span>")
+        frame = ("outline:2px solid #E45756;" if t == selected_step else "") + \
+            ("border-top:3px solid #F58518;" if branch[t] else "border-top:3px solid transparent;")
+        cells.append(f"<span title=\"{tip}\" data-step=\"{t}\" style=\"display:inline-flex;flex-direction:column;"
+                     f"margin:0 1px 4px 0;border-left:1px solid #eee;{frame}\">{''.join(rows)}</span>")
     note = f" (first {n} of {int(trace.lengths[rollout])} steps)" if n < int(trace.lengths[rollout]) else ""
     return ("<div class=\"softviz-soft-text\" style=\"font-family:ui-monospace,Menlo,monospace;font-size:13px;"
             "line-height:1.25\"><div style=\"font-family:sans-serif;margin-bottom:4px\">"
             f"<b>Soft text</b> — {head}{note}: each column is a CoT step with its top-{k} tokens, darker = larger "
-            "weight, underlined = shadow token; hover a column for its weights.</div>"
+            "weight, underlined = shadow token" + (", orange bar = branch point" if branch.any() else "")
+            + (f", red outline = step {selected_step}" if selected_step is not None else "")
+            + "; hover a column for its weights.</div>"
             f"<div style=\"display:flex;flex-wrap:wrap;align-items:flex-start\">{''.join(cells)}</div></div>")

@@ -4,6 +4,7 @@ Private to softviz.viz: the figure modules import these; nothing here builds a w
 from __future__ import annotations
 
 import html
+import unicodedata
 from typing import Sequence
 
 import numpy as np
@@ -44,9 +45,18 @@ def _esc(s) -> str:
     return html.escape(str(s), quote=False)
 
 
+def visible(s: str) -> str:
+    """A token's text as a reader can see it: whitespace marked (␣ space, ⏎ newline, ⇥ tab), and a piece of a
+    multi-byte character (a byte-fallback token decodes to U+FFFD, which fonts draw as an empty box) or another
+    control character shown as ‹byte›; the empty string as ∅."""
+    s = s.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")
+    s = "".join("‹byte›" if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs", "Co", "Cn") else c for c in s)
+    return s or "∅"
+
+
 def _tok(s: str) -> str:
-    """A token's text for hover labels: HTML-escaped, whitespace made visible (␣ space, ⏎ newline)."""
-    return _esc(s).replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    """A token's text for hover labels: made visible (`visible`), then HTML-escaped."""
+    return _esc(visible(s))
 
 
 def _token_text(trace: Trace, ids) -> np.ndarray:
