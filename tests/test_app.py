@@ -651,3 +651,53 @@ def test_the_app_folder_is_a_space(tmp_path):
     assert package.startswith(str(space)) and module == "softviz.app.serve" and path.startswith(str(space))
     refused = subprocess.run([*build, str(APP_FILE.parents[1])], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "refusing" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_selecting_a_step_redraws_its_column_and_opens_explore_there(app, settings, compared):
+    session = compared[0]
+    traces = session.compare["traces"]
+    view = app.on_cell("1:2:3:1700000000", settings, session)  # soft's heatmap, rollout 2, step 3
+    assert session.selection == {"mode": "soft", "rollout": 2, "step": 3}
+    assert view.note.value.startswith("**Selected:** soft, rollout 2, step 3 of ")
+    assert view.rollout_slider.value == 2 and view.explore_menu.value == "soft"
+    soft = view.slots[1]
+    assert [s.name for s in soft.entropy_heatmap.layout.shapes] == ["selected"]
+    assert "red outline = step 3" in soft.rollout.soft_text and "rollout 2 (answer" in soft.rollout.soft_text
+    for other in (view.slots[0], view.slots[2]):  # the other columns show rollout 2, nothing marked
+        assert not other.entropy_heatmap.layout.shapes and "red outline" not in other.rollout.soft_text
+        assert "rollout 2 (answer" in other.rollout.soft_text
+    assert session.explore is traces["soft"] and view.explore.view.step.text.startswith("**Step 3** of rollout 2")
+    # where rollout 2 first splits from rollout 0, and from the other modes' rollout 2, as the library says
+    s = app_analysis().first_split(traces["soft"], 2, traces["soft"], 0)
+    assert ("the same shadow tokens all along" if s is None else f"first split at **step {s}**") in view.note.value
+    s = app_analysis().first_split(traces["soft"], 2, traces["hard"], 2)
+    assert (f"hard splits at step {s}" if s is not None else "hard: the same shadow tokens") in view.note.value
+    with pytest.raises(gr.Error, match="column:rollout:step"):
+        app.on_cell("soft", settings, session)
+    with pytest.raises(gr.Error, match="press Compare first"):
+        app.on_cell("0:0:0", settings, app.Session())
+
+
+def test_branch_point_buttons_walk_the_library_positions(app, settings, compared):
+    session = compared[0]
+    session.selection = None
+    hard = session.compare["traces"]["hard"]
+    positions = app_analysis().branch_points(hard)["positions"]
+    assert len(positions) >= 3  # the default problem: hard sampling branches
+    seen = []
+    for _ in range(3):
+        view = app.on_next_branch(0, settings, session)
+        seen.append((session.selection["rollout"], session.selection["step"]))
+        assert "**branch point**" in view.note.value
+    assert seen == positions[:3]
+    app.on_previous_branch(0, settings, session)
+    assert (session.selection["rollout"], session.selection["step"]) == positions[1]
+    session.selection = {"mode": "hard", **dict(zip(("rollout", "step"), positions[-1]))}
+    app.on_next_branch(0, settings, session)  # past the last one: around to the first
+    assert (session.selection["rollout"], session.selection["step"]) == positions[0]
+
+
+def app_analysis():
+    from softviz import analysis
+
+    return analysis

@@ -80,6 +80,9 @@ COMPARE_CASES = [
     (dict(question="   \n\t  "), ["type a problem", "Random problem"]),
     (dict(question=None), ["type a problem"]),
     (dict(question="Tom has 3 apples. " * 200), ["3599 characters", "this server accepts 2000"]),
+    # within the characters but not the context: said in tokens, before any rollout
+    (dict(question="Tom has 3 apples. " * 110, max_cot_tokens=96), ["551 tokens long", "reads 512 tokens", "Max CoT tokens at 96",
+                                                  "389 tokens are left", "Shorten it"]),
     (dict(gold="9" * 5000), ["gold answer has 5000 characters", "this server accepts 2000"]),
     # rollouts per mode
     *[(dict(n=v), ["rollouts per mode", "between 1 and 32"]) for v in (-1, 0, 33, 10**9, 1e30)],

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from softviz import TraceConfig, analysis, generate, viz
 from softviz.evaluate import pass_at_k as pass_at_k_estimate
@@ -140,7 +141,8 @@ def test_soft_text_is_escaped_html(traces):
     t = traces["soft"]
     html = viz.soft_text_html(t, rollout=1, k=3)
     n = int(t.lengths[1])
-    assert html.count("flex-direction:column") == n and html.count("opacity:") == 3 * n
+    shown = int(((t.topk_weights[1, :n, :3] >= 5e-4) | (torch.arange(3) == 0)).sum())  # weight-0 ranks left out
+    assert html.count("flex-direction:column") == n and html.count("opacity:") == shown
     evil = dataclasses.replace(t, token_strings={**t.token_strings, int(t.topk_ids[1, 0, 0]): "<script>x</script>"})
     out = viz.soft_text_html(evil, rollout=1)
     assert "<script>" not in out and "&lt;script&gt;" in out
@@ -290,3 +292,47 @@ def test_training_curves_tick_whole_steps_only():
                for i in ("", "2"))
     long = viz.training_curves({"a": [{"step": s, "reward": float(s), "val/greedy_accuracy": 0.5} for s in range(31)]})
     assert long.layout.xaxis.dtick == long.layout.xaxis2.dtick == 4
+
+
+def test_soft_text_marks_branch_points_and_the_selected_step(traces):
+    t = traces["soft"]
+    bp = analysis.branch_points(t)
+    n = int(t.lengths[1])
+    html = viz.soft_text_html(t, rollout=1, selected_step=2)
+    assert html.count("border-top:3px solid #F58518") == int((bp["uncertain"] | bp["blended"])[1, :n].sum())
+    assert html.count("outline:2px solid #E45756") == 1 and 'data-step="2" style="display:inline-flex;flex-direction:' \
+        'column;margin:0 1px 4px 0;border-left:1px solid #eee;outline:2px solid #E45756' in html
+    # a byte piece (U+FFFD when decoded alone) is named, not drawn as an empty box
+    byte = dataclasses.replace(t, token_strings={**t.token_strings, int(t.topk_ids[1, 0, 0]): "\ufffd"})
+    assert "‹byte›" in viz.soft_text_html(byte, rollout=1) and "\ufffd" not in viz.soft_text_html(byte, rollout=1)
+
+
+def test_heatmap_marks_branch_points_and_selection_on_a_shared_scale(traces):
+    t = traces["soft"]
+    fig = viz.entropy_heatmap(t, branch_points=True, selected=(1, 4), zmax=3.0)
+    bp = analysis.branch_points(t)
+    marks = [d for d in fig.data if d.name == "branch points"][0]
+    want = sorted(bp["positions"])
+    assert sorted(zip(marks.y.tolist(), marks.x.tolist())) == want
+    rect = [s for s in fig.layout.shapes if s.name == "selected"][0]
+    assert (rect.x0, rect.x1, rect.y0, rect.y1) == (3.5, 4.5, 0.5, 1.5)
+    assert fig.layout.coloraxis.cmax == 3.0
+    for f in (viz.mixture_topk(t, 1, selected_step=4), viz.noise_shift(t, 1, selected_step=4)):
+        bands = [s for s in f.layout.shapes if s.name == "selected"]
+        assert bands and all((s.x0, s.x1) == (3.5, 4.5) for s in bands)
+
+
+def test_first_split_finds_the_first_different_shadow_token(traces):
+    t = traces["hard"]
+    for a in range(t.num_rollouts):
+        for b in range(t.num_rollouts):
+            s = analysis.first_split(t, a, t, b)
+            na, nb = int(t.lengths[a]), int(t.lengths[b])
+            x, y = t.tokens[a, :na].tolist(), t.tokens[b, :nb].tolist()
+            if s is None:
+                assert x == y
+            else:
+                assert x[:s] == y[:s] and (s == min(na, nb) or x[s] != y[s])
+    assert analysis.first_split(t, 0) is None  # against itself
+    with pytest.raises(ValueError, match="out of range"):
+        analysis.first_split(t, t.num_rollouts)

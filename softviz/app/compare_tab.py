@@ -101,6 +101,26 @@ def build_modes(names, soft_tau: float, hard_tau: float, gamma: float) -> list[M
     return modes
 
 
+def _check_prompt_tokens(tok, model, task, question: str, max_cot_tokens: int) -> None:
+    """The problem must fit the model's context beside the CoT, the cue and the answer: checked before any
+    rollout, and said in tokens and characters (what the visitor can change)."""
+    from softviz.tasks.base import BOX_OPEN
+
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return
+    used = len(tok.encode(task.prompt(question, tok)))
+    wrapper = used - len(tok.encode(question, add_special_tokens=False))
+    cue = len(tok.encode(" " + task.answer_cue.rstrip() + " " + BOX_OPEN, add_special_tokens=False))
+    room = context - max_cot_tokens - cue - MAX_ANSWER_TOKENS - wrapper
+    if used - wrapper > room:
+        chars = max(0, int(len(question) * room / max(used - wrapper, 1)))
+        raise ValueError(f"the problem is {used - wrapper} tokens long, and this model reads {context} tokens in "
+                         f"all: with Max CoT tokens at {max_cot_tokens} (and the answer), {max(room, 0)} tokens are "
+                         f"left for the problem. Shorten it (about {chars:,} of its {len(question):,} characters "
+                         "fit) or lower Max CoT tokens.")
+
+
 def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma, max_cot_tokens, seed,
             use_finetuned, settings: Settings, session: Session, progress=None, finetuned_run=None) -> dict:
     """Roll out `n` CoTs per mode on one prompt, record Traces (with fed inputs, for projections) and save them.
@@ -133,6 +153,7 @@ def compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, gamma
     else:
         model, tok = get_model(model_name, settings)
     task = get_task(TASK)
+    _check_prompt_tokens(tok, model, task, question, max_cot_tokens)
     folder = session.files()
     stamp = time.strftime("%H%M%S")
 

@@ -106,7 +106,8 @@ def _compare_tab(settings: Settings) -> dict:
     with gr.Row():
         with gr.Column(scale=3):
             c["prompt"] = gr.Textbox(question, label="Problem", lines=3, max_lines=8,
-                                     info="A question; the model sees 'User: <question> Assistant:'.")
+                                     info="A question; the model sees 'User: <question> Assistant:'. Typing a new "
+                                          "one empties the gold answer.")
             with gr.Row(equal_height=True):
                 c["gold"] = gr.Textbox(gold, label="Gold answer (optional: marks answers right or wrong)", scale=3)
                 c["shuffle"] = gr.Button("Random problem", scale=1)
@@ -147,9 +148,10 @@ def _compare_tab(settings: Settings) -> dict:
     c["rollout"] = gr.Slider(0, max(min(8, settings.max_rollouts) - 1, 1), value=0, step=1,
                              label="Rollout shown step by step in each column (soft text, mixture weights, "
                                    "nearest vocabulary)")
-    with gr.Row(equal_height=True):
-        c["prev_branch"] = gr.Button("◀ Previous branch point", size="sm", scale=0, min_width=190)
-        c["next_branch"] = gr.Button("Next branch point ▶", size="sm", scale=0, min_width=190)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=0, min_width=200):
+            c["prev_branch"] = gr.Button("◀ Previous branch point", size="sm")
+            c["next_branch"] = gr.Button("Next branch point ▶", size="sm")
         c["selection"] = gr.Markdown(SELECT_HINT, elem_id="sv-selection")
     c["cell"] = gr.Textbox(elem_id="sv-cell", elem_classes=["sv-hidden"], show_label=False, container=False)
     with gr.Row(equal_height=False):
@@ -249,6 +251,8 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         # Compare
         cmp["shuffle"].click(random_problem, outputs=[cmp["prompt"], cmp["gold"]], queue=False,
                              api_name="random_problem")
+        # a gold answer belongs to its problem: typing another problem empties it (Random and the gallery refill it)
+        cmp["prompt"].input(lambda: "", outputs=cmp["gold"], queue=False, api_name=False)
         compared = CompareView(summary=cmp["summary"], across=cmp["across"], slots=cmp["slots"],
                                rollout_slider=cmp["rollout"], explore_menu=exp["pick"], reach=cmp["reach"],
                                reach_button=cmp["reach_button"], selection=cmp["selection"], session=session)
@@ -271,9 +275,11 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         cmp["run"].click(hide_export, outputs=cmp["export_files"], queue=False, api_name=False)
         cmp["export"].click(on_export, inputs=[host, session], outputs=cmp["export_files"], api_name="export",
                             concurrency_limit=4)
-        cmp["rollout"].release(flat_outputs(on_rollout), inputs=[cmp["rollout"], host, session],
-                               outputs=[c for slot in cmp["slots"] for c in slot.rollout.flat()], api_name="rollout",
-                               concurrency_limit=4)
+        # .input, not .release: a number typed into the slider's box redraws at once (release waits for the box to
+        # lose focus); always_last drops the positions a drag passed over while a redraw was running
+        cmp["rollout"].input(flat_outputs(on_rollout), inputs=[cmp["rollout"], host, session],
+                             outputs=[c for slot in cmp["slots"] for c in slot.rollout.flat()], api_name="rollout",
+                             concurrency_limit=4, trigger_mode="always_last")
         # Train
         trained = TrainView(status=trn["status"], curves=trn["curves"], before_after=trn["ba_summary"],
                             entropy=trn["ba_figure"], answers=trn["ba_table"], use_finetuned=cmp["use_ft"],
@@ -301,10 +307,12 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
                              api_name="open_trace", concurrency_limit=4)
         exp["pick"].input(flat_outputs(on_pick), inputs=[exp["pick"], session], outputs=opened,
                           api_name="pick_trace", concurrency_limit=4)
-        exp["rollout"].release(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
-                               outputs=view.flat(), api_name="explore_rollout", concurrency_limit=4)
-        exp["step"].release(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
-                            outputs=view.flat(), api_name="explore_step", concurrency_limit=4)
+        exp["rollout"].input(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
+                               outputs=view.flat(), api_name="explore_rollout", concurrency_limit=4,
+                             trigger_mode="always_last")
+        exp["step"].input(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
+                            outputs=view.flat(), api_name="explore_step", concurrency_limit=4,
+                          trigger_mode="always_last")
         # Compare's selection: a token of a shadow text, a heatmap cell, or the branch-point buttons
         selected = SelectionView(note=cmp["selection"], rollout_slider=cmp["rollout"],
                                  slots=[SlotSelection(entropy_heatmap=s.entropy_heatmap, rollout=s.rollout)

@@ -182,7 +182,7 @@ def soft_text_html(trace: Trace, rollout: int = 0, k: int = 3, *, max_steps: int
         strs = [trace.token_strings.get(i, f"<{i}>") for i in ids[t]]
         kept = [(j, s, p) for j, (s, p) in enumerate(zip(strs, w[t])) if j == 0 or p >= 5e-4]
         tip = html.escape(f"step {t}{' (branch point)' if branch[t] else ''}: "
-                          + ", ".join(f"{s!r} {p:.3f}" for _, s, p in kept), quote=True)
+                          + ", ".join(f"{visible(s)} {p:.3f}" for _, s, p in kept), quote=True)
         rows = []
         for j, s, p in kept:
             shown = html.escape(visible(s) if not s.strip() or "\ufffd" in s else s)
