@@ -11,6 +11,8 @@ import torch
 
 gr = pytest.importorskip("gradio")
 
+from softviz import analysis  # noqa: E402
+
 APP_FILE = Path(__file__).resolve().parents[1] / "app" / "app.py"  # the entry a Space runs: `python app.py`
 
 
@@ -668,9 +670,9 @@ def test_selecting_a_step_redraws_its_column_and_opens_explore_there(app, settin
         assert "rollout 2 (answer" in other.rollout.soft_text
     assert session.explore is traces["soft"] and view.explore.view.step.text.startswith("**Step 3** of rollout 2")
     # where rollout 2 first splits from rollout 0, and from the other modes' rollout 2, as the library says
-    s = app_analysis().first_split(traces["soft"], 2, traces["soft"], 0)
+    s = analysis.first_split(traces["soft"], 2, traces["soft"], 0)
     assert ("the same shadow tokens all along" if s is None else f"first split at **step {s}**") in view.note.value
-    s = app_analysis().first_split(traces["soft"], 2, traces["hard"], 2)
+    s = analysis.first_split(traces["soft"], 2, traces["hard"], 2)
     assert (f"hard splits at step {s}" if s is not None else "hard: the same shadow tokens") in view.note.value
     with pytest.raises(gr.Error, match="column:rollout:step"):
         app.on_cell("soft", settings, session)
@@ -682,7 +684,7 @@ def test_branch_point_buttons_walk_the_library_positions(app, settings, compared
     session = compared[0]
     session.selection = None
     hard = session.compare["traces"]["hard"]
-    positions = app_analysis().branch_points(hard)["positions"]
+    positions = analysis.branch_points(hard)["positions"]
     assert len(positions) >= 3  # the default problem: hard sampling branches
     seen = []
     for _ in range(3):
@@ -696,8 +698,3 @@ def test_branch_point_buttons_walk_the_library_positions(app, settings, compared
     app.on_next_branch(0, settings, session)  # past the last one: around to the first
     assert (session.selection["rollout"], session.selection["step"]) == positions[0]
 
-
-def app_analysis():
-    from softviz import analysis
-
-    return analysis
