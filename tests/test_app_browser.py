@@ -224,7 +224,10 @@ def test_a_mistake_shows_as_a_message_in_the_page(page, shots):
     page.get_by_role("tab", name="Compare").click()
     page.get_by_label("Problem").fill("")
     page.get_by_role("button", name="Compare", exact=True).click()
-    page.get_by_text("type a problem, or press 'Random problem'").wait_for(timeout=30_000)
+    # a toast, and the reason where the summary was
+    page.get_by_test_id("toast-text").filter(has_text="type a problem, or press 'Random problem'").wait_for(
+        timeout=30_000)
+    page.get_by_text("Not run: type a problem, or press 'Random problem'").wait_for(timeout=30_000)
     page.wait_for_timeout(1000)  # the message slides in
     shots(page, "error")
 

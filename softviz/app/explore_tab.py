@@ -28,6 +28,15 @@ class StepView(Outputs):
 
 
 @dataclasses.dataclass
+class StepChange(Outputs):
+    """What Explore's step slider redraws: the soft text (the step outlined) and the step's text and table. The
+    figures keep their rollout (they mark the step when the rollout or a Compare selection opens it)."""
+
+    soft_text: Any
+    step: StepView = nested(StepView)
+
+
+@dataclasses.dataclass
 class ExploreView(Outputs):
     """One rollout of the explored trace, and one of its steps."""
 
@@ -143,6 +152,17 @@ def on_pick(label, session: Session) -> OpenedTrace:
 
 @visitor_errors
 def on_explore_rollout(rollout, step, session: Session) -> ExploreView:
-    """Explore's rollout and step sliders: that rollout's soft text and figures with the step marked, and what was
-    mixed at the step and where the fed input landed."""
+    """Explore's rollout slider: that rollout's soft text and figures with the step marked, and what was mixed at
+    the step and where the fed input landed."""
     return explore_view(rollout, step, session)
+
+
+@visitor_errors
+def on_explore_step(rollout, step, session: Session) -> StepChange:
+    """Explore's step slider: the soft text with the step outlined, what was mixed there and where the fed input
+    landed (no figure is redrawn: this stays fast)."""
+    at = explore_step(rollout, step, session)
+    trace = session.explore
+    b = clamped("rollout", rollout, 0, trace.num_rollouts - 1)
+    t = clamped("CoT step", step, 0, max(int(trace.lengths[b]) - 1, 0)) if int(trace.lengths[b]) else None
+    return StepChange(soft_text=viz.soft_text_html(trace, rollout=b, k=3, selected_step=t), step=at)

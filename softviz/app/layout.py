@@ -11,8 +11,8 @@ from .compare_tab import (SELECT_HINT, AcrossModes, CompareSlot, CompareView, Se
                           example_problems, first_problem, hide_export, on_cell, on_compare, on_export,
                           on_next_branch, on_previous_branch, on_rollout, on_shadow_select, pick_example,
                           random_problem)
-from .explore_tab import (ExploreView, OpenedTrace, StepView, on_explore_rollout, on_pick,
-                          on_upload)
+from .explore_tab import (ExploreView, OpenedTrace, StepChange, StepView, on_explore_rollout, on_explore_step,
+                          on_pick, on_upload)
 from .session import Sessions, close_session, new_session
 from .settings import (DEFAULT_MODES, MEASURED, MODE_HELP, TRAIN_DEFAULTS, TRAIN_MODES, Settings, model_note,
                        real_model)
@@ -310,8 +310,9 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         exp["rollout"].input(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
                                outputs=view.flat(), api_name="explore_rollout", concurrency_limit=4,
                              trigger_mode="always_last")
-        exp["step"].input(flat_outputs(on_explore_rollout), inputs=[exp["rollout"], exp["step"], session],
-                            outputs=view.flat(), api_name="explore_step", concurrency_limit=4,
+        exp["step"].input(flat_outputs(on_explore_step), inputs=[exp["rollout"], exp["step"], session],
+                          outputs=StepChange(soft_text=exp["text"], step=view.step).flat(), api_name="explore_step",
+                          concurrency_limit=4,
                           trigger_mode="always_last")
         # Compare's selection: a token of a shadow text, a heatmap cell, or the branch-point buttons
         selected = SelectionView(note=cmp["selection"], rollout_slider=cmp["rollout"],

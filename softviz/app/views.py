@@ -117,6 +117,9 @@ def responsive(fig, narrow: bool = False):
             below = 26 if kept else 8  # subplot titles sit between the title and the plot area
             fig.layout.annotations = kept
             fig.update_layout(title=dict(pad=dict(b=below + 4)), margin=dict(t=52 + below))
+        title = fig.layout.title.text or ""
+        if " — " in title:  # "what — which rollout" on two lines: one line runs off a column
+            fig.update_layout(title_text=title.replace(" — ", "<br>", 1), margin=dict(t=fig.layout.margin.t + 16))
         fig.update_layout(title_font_size=13, margin=dict(l=50, r=10))
     return fig
 
@@ -233,7 +236,11 @@ def rollout_figures(trace: Trace, rollout, step: int | None = None) -> RolloutVi
     """Rollout `rollout` of `trace` (moved into range; not a whole number: a ValueError) as a RolloutView, with
     CoT step `step` (if any) marked in each of its figures."""
     b = clamped("rollout", rollout, 0, trace.num_rollouts - 1)
-    mixture = responsive(viz.mixture_topk(trace, rollout=b, selected_step=step), narrow=True)
+    n = int(trace.lengths[b])
+    # in a ~450 px column, labels inside the bars and a row of tokens over more than 24 steps overlap (hover
+    # names every token); leaving them out also halves the browser's drawing time
+    mixture = responsive(viz.mixture_topk(trace, rollout=b, selected_step=step, bar_labels=False,
+                                          token_row=n <= 24), narrow=True)
     mixture.update_layout(showlegend=False)  # ranks stack bottom-up, hover names them; a legend would fill the column
     noise = responsive(viz.noise_shift(trace, rollout=b, selected_step=step), narrow=True)
     return RolloutView(soft_text=viz.soft_text_html(trace, rollout=b, k=3, selected_step=step), mixture=mixture,

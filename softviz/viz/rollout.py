@@ -24,14 +24,15 @@ def _mark_step(fig, step: int | None, rows: int = 1) -> None:
 
 
 def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_steps: int = 256,
-                 token_row: bool | None = None, title: str | None = None, selected_step: int | None = None):
+                 token_row: bool | None = None, title: str | None = None, selected_step: int | None = None,
+                 bar_labels: bool = True):
     """The mixture's top-k tokens and their weights at each CoT step of one rollout, as stacked bars.
 
     Rank 1 is at the bottom of each bar; the grey top is the weight left to the rest of the vocabulary. For hard
     tokens the bars are the sampling distribution and the fed token is the sampled one (the shadow token).
     Returns: a Figure with one Bar trace per rank ("rank 1", ...) and one "rest of vocabulary" trace;
     their y values at a step sum to 1. token_row: write the fed (shadow) tokens above the bars (default: up to 64
-    steps). selected_step: shade that step.
+    steps). selected_step: shade that step. bar_labels: write each token inside its bar (weight ≥ 0.12).
     """
     _one_trace(trace)
     go = _go()
@@ -48,7 +49,7 @@ def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_st
     hard = what == "probability"  # each input was one sampled token's embedding
     data = []
     for j in range(k):
-        label = np.where(w[:, j] >= 0.12, toks[:, j], "")
+        label = np.where(w[:, j] >= 0.12, toks[:, j], "") if bar_labels else None
         data.append(go.Bar(x=x, y=w[:, j], name=f"rank {j + 1}", text=label, textposition="inside",
                            marker=dict(color=RANK_COLOURS[j % len(RANK_COLOURS)], line=dict(width=0)),
                            insidetextanchor="middle", textangle=0, customdata=np.stack([toks[:, j], shadow], -1),
@@ -65,8 +66,8 @@ def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_st
                                hovertemplate="step %{x}: %{text}<extra></extra>"))
     fig = go.Figure(data)
     fed = "the shadow (argmax) token, or for hard tokens the sampled token fed"
-    notes = [f"each bar is one CoT step: its {k} largest mixture weights stacked (rank 1 at the bottom, labelled when "
-             "≥ 0.12); grey: the rest of the vocabulary",
+    notes = [f"each bar is one CoT step: its {k} largest mixture weights stacked (rank 1 at the bottom"
+             + (", labelled when ≥ 0.12" if bar_labels else "") + "); grey: the rest of the vocabulary",
              f"text above the bars: {fed} · ␣ marks a space" if row else f"hover shows {fed} · ␣ marks a space"]
     if hard:
         tau = trace.meta.get("mode", {}).get("cot_temperature", "?")
