@@ -201,11 +201,19 @@ def test_pass_at_k_figure_uses_the_unbiased_estimator(traces):
     curves = {m: analysis.pass_at_k_curve(*analysis.correct_counts(t)) for m, t in traces.items()}
     fig = viz.pass_at_k(curves)
     for mode, t in traces.items():
-        line = [d for d in fig.data if d.name == mode][0]
+        line = [d for d in fig.data if d.name.split(" (= ")[0] == mode][0]
         counts, n = analysis.correct_counts(t)
         assert list(line.x) == [1, 2, 4]
         assert np.allclose(line.y, [np.mean([pass_at_k_estimate(n, c, k) for c in counts]) for k in (1, 2, 4)])
     assert fig.layout.xaxis.type == "log" and fig.layout.yaxis.tickformat == ".0%"
+
+
+def test_equal_pass_at_k_curves_stay_visible():
+    fig = viz.pass_at_k({"hard": {1: 0.5, 2: 0.75}, "soft": {1: 0.5, 2: 0.75}, "fuzzy": {1: 0.25, 2: 0.5}})
+    hard, soft, fuzzy = fig.data
+    assert (hard.name, soft.name, fuzzy.name) == ("hard", "soft (= hard)", "fuzzy")
+    assert hard.line.dash is None and soft.line.dash is not None and fuzzy.line.dash is None
+    assert len({hard.marker.symbol, soft.marker.symbol, fuzzy.marker.symbol}) == 3
 
 
 def test_entropy_before_after(traces):

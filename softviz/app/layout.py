@@ -41,6 +41,7 @@ CSS = """
 .sv-shadow .token-container {display: inline;}
 .sv-shadow .token {margin: 0 !important; padding: 0 !important; border-radius: 2px;}
 .sv-modes {font-size: 13px;}
+.sv-modes td:nth-child(n+3), .sv-modes th:nth-child(n+3) {white-space: nowrap;}
 .sv-bar {height: 8px; margin-top: 6px; border-radius: 4px; overflow: hidden; background: var(--neutral-200);}
 .sv-bar span {display: block; height: 100%; background: var(--color-accent); transition: width 0.3s;}
 .sv-hidden {display: none !important;}

@@ -182,13 +182,20 @@ def pass_at_k(curves: Mapping[str, Mapping[int, float]], *, title: str | None = 
     if not curves:
         raise ValueError("curves is empty: give {label: {k: pass@k}}")
     colours = _colours(list(curves))
-    data, ks = [], set()
-    for lb, c in curves.items():
+    data, ks, drawn = [], set(), {}
+    dashes = ["dash", "dot", "dashdot", "longdash"]
+    for i, (lb, c) in enumerate(curves.items()):
         k = sorted(int(x) for x in c)
         ks |= set(k)
-        data.append(go.Scatter(x=k, y=[float(c[x]) for x in k], mode="lines+markers", name=lb,
-                               line=dict(color=colours[lb]),
-                               hovertemplate=f"<b>{_esc(lb)}</b><br>pass@%{{x}} = %{{y:.1%}}<extra></extra>"))
+        y = tuple(round(float(c[x]), 9) for x in k)
+        same = drawn.get((tuple(k), y))  # a curve equal to one drawn before would hide it: dashed, and said so
+        name = lb if same is None else f"{lb} (= {same})"
+        drawn.setdefault((tuple(k), y), lb)
+        data.append(go.Scatter(x=k, y=list(y), mode="lines+markers", name=name,
+                               line=dict(color=colours[lb], dash=None if same is None else dashes[i % len(dashes)],
+                                         width=2 if same is None else 3),
+                               marker=dict(symbol=_SYMBOLS[i % len(_SYMBOLS)], size=8),
+                               hovertemplate=f"<b>{_esc(name)}</b><br>pass@%{{x}} = %{{y:.1%}}<extra></extra>"))
     fig = go.Figure(data)
     _head(fig, title or "pass@k: chance that at least one of k samples is correct",
           ["unbiased estimator from n samples per problem (Chen et al. 2021), mean over problems"])
