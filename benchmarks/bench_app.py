@@ -27,17 +27,19 @@ CHROMIUM = os.environ.get("SOFTVIZ_CHROMIUM", "/usr/bin/chromium")
 # Columns of the three modes with answers and their entropy heatmap (the first update), then with all three
 # figures each, and the four figures across modes (the second update; the page opens with 4 placeholders).
 SHOWN = """() => [...document.querySelectorAll('.sv-mode-column')]
-    .filter(c => c.innerText.includes('correct') && c.querySelectorAll('.js-plotly-plot').length >= 1).length >= 3"""
+    .filter(c => c.textContent.includes('correct') && c.querySelectorAll('.js-plotly-plot').length >= 1).length >= 3"""
 ALL_DRAWN = """() => [...document.querySelectorAll('.sv-mode-column')]
     .filter(c => c.querySelectorAll('.js-plotly-plot').length >= 3).length >= 3
     && document.querySelectorAll('.js-plotly-plot').length >= 13"""
 
 
 ROLLOUT_LABEL = "Rollout shown step by step in each column (soft text, mixture weights, nearest vocabulary)"
-ROLLOUT_SHOWN = """(r) => [...document.querySelectorAll('.sv-mode-column')].slice(0, 3)
-    .every(c => c.innerText.includes('rollout ' + r + ' (answer'))"""
-STEP_SHOWN = """(t) => document.body.innerText.includes('Step ' + t + ' of rollout 0')
-    && document.body.innerText.includes('red outline = step ' + t)"""
+# textContent, not innerText: reading innerText lays the page out, and polling it every 10 ms would slow what it
+# measures
+ROLLOUT_SHOWN = """(r) => [...document.querySelectorAll('.sv-mode-column .softviz-soft-text')].slice(0, 3)
+    .filter(c => c.textContent.includes('rollout ' + r + ' (answer')).length === 3"""
+STEP_SHOWN = """(t) => [...document.querySelectorAll('.softviz-soft-text')]
+    .some(c => c.textContent.includes('red outline = step ' + t) && c.textContent.includes('rollout 0 (answer'))"""
 # no plotly figure is still being drawn (Plotly.react sets _transitioning / the plot's promise queue)
 PLOTS_IDLE = """() => [...document.querySelectorAll('.js-plotly-plot')].every(p => !p._promises || !p._promises.length)"""
 REDRAW_TARGET_S = 0.5

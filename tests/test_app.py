@@ -698,3 +698,22 @@ def test_branch_point_buttons_walk_the_library_positions(app, settings, compared
     app.on_next_branch(0, settings, session)  # past the last one: around to the first
     assert (session.selection["rollout"], session.selection["step"]) == positions[0]
 
+
+
+def test_rollout_figures_drawn_ahead_are_those_of_the_slider(app, settings, problem):
+    from softviz.app import compare_tab
+    from softviz.app.views import rollout_figures
+
+    session = app.Session()
+    list(app.on_compare("embedded", problem[0], problem[1], ["hard", "soft"], 4, 0.5, 1.0, 0.33, 32, 0, False,
+                        settings, session))
+    result = session.compare
+    compare_tab.precompute_rollouts(result).join(timeout=60)
+    assert set(result["figures"]) == {(m, b) for m in ("hard", "soft") for b in range(4)}
+    views = app.on_rollout(2, settings, session)
+    for view, label in zip(views, ("hard", "soft")):
+        fresh = rollout_figures(result["traces"][label], 2)
+        assert view.soft_text == fresh.soft_text
+        assert view.mixture.to_json() == fresh.mixture.to_json() and view.noise.to_json() == fresh.noise.to_json()
+    assert views[2].soft_text == "" and views[2].mixture is None  # unused columns stay blank
+    session.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import random
+import threading
 import time
 from typing import Any, NamedTuple
 
@@ -312,16 +313,52 @@ def on_compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, ga
     first = dataclasses.replace(compare_view(result, session, 0, settings.max_modes, details=False),
                                 reach=gr.Markdown(note, visible=bool(note)), reach_button=gr.Button(visible=offer))
     yield first
-    yield add_details(first, result, 0)
+    full = add_details(first, result, 0)
+    result["figures"] = {(label, 0): slot.rollout for label, slot in zip(result["traces"], full.slots)}
+    precompute_rollouts(result)
+    yield full
+
+
+PRECOMPUTED_ROLLOUTS = 8  # after a comparison, the figures of its first rollouts are drawn ahead of the slider
+
+
+def cached_rollout(result: dict, label: str, rollout: int) -> RolloutView:
+    """The figures of one rollout of one mode of a comparison, drawn once and kept with it (result["figures"])."""
+    key = (label, rollout)
+    cache = result.setdefault("figures", {})
+    if key not in cache:
+        cache[key] = rollout_figures(result["traces"][label], rollout)
+    return cache[key]
+
+
+def precompute_rollouts(result: dict) -> threading.Thread:
+    """Draw the next rollouts' figures in the background (a daemon thread), so that moving the slider only sends
+    them. Bounded: the first PRECOMPUTED_ROLLOUTS rollouts of each mode."""
+    def work():
+        n = min(result["n"], PRECOMPUTED_ROLLOUTS)
+        for b in range(1, n):
+            for label in list(result["traces"]):
+                cached_rollout(result, label, b)
+
+    thread = threading.Thread(target=work, name="softviz-rollout-figures", daemon=True)
+    thread.start()
+    return thread
 
 
 @visitor_errors
 def on_rollout(rollout, settings: Settings, session: Session) -> list[RolloutView]:
-    """The rollout slider: redraw the per-rollout figures of every column from the stored traces (blank for the
-    unused columns)."""
-    traces = list((session.compare or {}).get("traces", {}).values())
-    return [rollout_figures(traces[i], rollout) if i < len(traces) else RolloutView()
-            for i in range(settings.max_modes)]
+    """The rollout slider: the per-rollout figures of every column (blank for the unused columns), drawn ahead
+    after the comparison for its first rollouts."""
+    result = session.compare or {}
+    labels = list(result.get("traces", {}))
+    out = []
+    for i in range(settings.max_modes):
+        if i < len(labels):
+            b = clamped("rollout", rollout, 0, result["traces"][labels[i]].num_rollouts - 1)
+            out.append(cached_rollout(result, labels[i], b))
+        else:
+            out.append(RolloutView())
+    return out
 
 
 @visitor_errors

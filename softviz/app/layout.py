@@ -280,7 +280,7 @@ def build_demo(settings: Settings | None = None) -> gr.Blocks:
         # lose focus); always_last drops the positions a drag passed over while a redraw was running
         cmp["rollout"].input(flat_outputs(on_rollout), inputs=[cmp["rollout"], host, session],
                              outputs=[c for slot in cmp["slots"] for c in slot.rollout.flat()], api_name="rollout",
-                             concurrency_limit=4, trigger_mode="always_last")
+                             queue=False, trigger_mode="always_last", show_progress="hidden")
         # Train
         trained = TrainView(status=trn["status"], curves=trn["curves"], before_after=trn["ba_summary"],
                             entropy=trn["ba_figure"], answers=trn["ba_table"], use_finetuned=cmp["use_ft"],

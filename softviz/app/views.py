@@ -239,7 +239,7 @@ def rollout_figures(trace: Trace, rollout, step: int | None = None) -> RolloutVi
     n = int(trace.lengths[b])
     # in a ~450 px column, labels inside the bars and a row of tokens over more than 24 steps overlap (hover
     # names every token); leaving them out also halves the browser's drawing time
-    mixture = responsive(viz.mixture_topk(trace, rollout=b, selected_step=step, bar_labels=False,
+    mixture = responsive(viz.mixture_topk(trace, rollout=b, k=5, selected_step=step, bar_labels=False,
                                           token_row=n <= 24), narrow=True)
     mixture.update_layout(showlegend=False)  # ranks stack bottom-up, hover names them; a legend would fill the column
     noise = responsive(viz.noise_shift(trace, rollout=b, selected_step=step), narrow=True)
