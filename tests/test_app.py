@@ -700,20 +700,20 @@ def test_branch_point_buttons_walk_the_library_positions(app, settings, compared
 
 
 
-def test_rollout_figures_drawn_ahead_are_those_of_the_slider(app, settings, problem):
-    from softviz.app import compare_tab
+def test_rollout_figures_are_drawn_once_per_comparison(app, settings, problem):
     from softviz.app.views import rollout_figures
 
     session = app.Session()
     list(app.on_compare("embedded", problem[0], problem[1], ["hard", "soft"], 4, 0.5, 1.0, 0.33, 32, 0, False,
                         settings, session))
     result = session.compare
-    compare_tab.precompute_rollouts(result).join(timeout=60)
-    assert set(result["figures"]) == {(m, b) for m in ("hard", "soft") for b in range(4)}
+    assert set(result["figures"]) == {("hard", 0), ("soft", 0)}  # rollout 0's, from the comparison itself
     views = app.on_rollout(2, settings, session)
+    assert set(result["figures"]) == {(m, b) for m in ("hard", "soft") for b in (0, 2)}
     for view, label in zip(views, ("hard", "soft")):
         fresh = rollout_figures(result["traces"][label], 2)
         assert view.soft_text == fresh.soft_text
         assert view.mixture.to_json() == fresh.mixture.to_json() and view.noise.to_json() == fresh.noise.to_json()
+    assert app.on_rollout(2, settings, session)[0] is views[0]  # kept: sent again, not drawn again
     assert views[2].soft_text == "" and views[2].mixture is None  # unused columns stay blank
     session.close()

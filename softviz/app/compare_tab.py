@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import random
-import threading
 import time
 from typing import Any, NamedTuple
 
@@ -315,11 +314,7 @@ def on_compare(model_name, question, gold, mode_names, n, soft_tau, hard_tau, ga
     yield first
     full = add_details(first, result, 0)
     result["figures"] = {(label, 0): slot.rollout for label, slot in zip(result["traces"], full.slots)}
-    precompute_rollouts(result)
     yield full
-
-
-PRECOMPUTED_ROLLOUTS = 8  # after a comparison, the figures of its first rollouts are drawn ahead of the slider
 
 
 def cached_rollout(result: dict, label: str, rollout: int) -> RolloutView:
@@ -331,24 +326,10 @@ def cached_rollout(result: dict, label: str, rollout: int) -> RolloutView:
     return cache[key]
 
 
-def precompute_rollouts(result: dict) -> threading.Thread:
-    """Draw the next rollouts' figures in the background (a daemon thread), so that moving the slider only sends
-    them. Bounded: the first PRECOMPUTED_ROLLOUTS rollouts of each mode."""
-    def work():
-        n = min(result["n"], PRECOMPUTED_ROLLOUTS)
-        for b in range(1, n):
-            for label in list(result["traces"]):
-                cached_rollout(result, label, b)
-
-    thread = threading.Thread(target=work, name="softviz-rollout-figures", daemon=True)
-    thread.start()
-    return thread
-
-
 @visitor_errors
 def on_rollout(rollout, settings: Settings, session: Session) -> list[RolloutView]:
-    """The rollout slider: the per-rollout figures of every column (blank for the unused columns), drawn ahead
-    after the comparison for its first rollouts."""
+    """The rollout slider: the per-rollout figures of every column (blank for the unused columns), each drawn
+    once per comparison (going back to a rollout only sends them)."""
     result = session.compare or {}
     labels = list(result.get("traces", {}))
     out = []
