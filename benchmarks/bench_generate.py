@@ -34,13 +34,16 @@ CUE = "The final answer is: "
 NEVER_CUE = {False: "zz never zz", True: "w7 w11 w13"}
 
 
-def qwen_shaped(layers: int = 24):
-    """Random-init Qwen2 with Qwen2.5-0.5B's config, and a word-level tokenizer over its vocabulary."""
+def qwen_shaped(layers: int = 24, words: tuple[str, ...] = ()):
+    """Random-init Qwen2 with Qwen2.5-0.5B's config, and a word-level tokenizer over its vocabulary (`words` take
+    the first ids after the special tokens, e.g. the answer cue's, so that training can run on it)."""
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     V = 151_936
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"w{i}": i for i in range(3, V)}}
+    named = [f"w{i}" for i in range(3, V)]
+    named[: len(words)] = words
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{w: i for i, w in enumerate(named, start=3)}}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces

@@ -116,6 +116,32 @@ def cmd_compare(args) -> None:
             print(f"wrote {s.rollouts.trace.save(folder / name)}")
 
 
+def cmd_plan(args) -> None:
+    """Memory per process of RL training for a model, from its config alone (DDP and FSDP)."""
+    import dataclasses
+    import json
+
+    from softviz.config import RLConfig
+    from softviz.plan import STRATEGIES, format_plan, load_architecture, memory_plan
+
+    settings = dataclasses.asdict(RLConfig())
+    if args.config:
+        settings.update({k: v for k, v in json.loads(Path(args.config).read_text()).items() if k != "model"})
+    for name in ("prompts_per_step", "group_size", "max_cot_tokens", "max_answer_tokens", "micro_batch"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    arch = load_architecture(args.model)
+    for strategy in (STRATEGIES if args.strategy == "both" else [args.strategy]):
+        plan = memory_plan(arch, prompts_per_step=settings["prompts_per_step"], group_size=settings["group_size"],
+                           max_cot_tokens=settings["max_cot_tokens"], max_answer_tokens=settings["max_answer_tokens"],
+                           micro_batch=settings["micro_batch"], prompt_tokens=args.prompt_tokens,
+                           processes=args.processes, strategy=strategy, dtype=args.dtype, beta=settings["beta"])
+        print(format_plan(plan))
+        if args.device_gb:
+            ok = plan["peak_gb"] <= 0.9 * args.device_gb
+            print(f"  {'fits' if ok else 'does not fit'} in {args.device_gb:g} GB per device (90% usable)")
+
+
 def cmd_eval(args) -> None:
     """pass@k of modes on a task split (the embedded model's numbers in docs/results.md come from here)."""
     import json
@@ -450,6 +476,19 @@ def main(argv=None) -> int:
                    help="JSON file of RLConfig fields and \"model\" (see configs/); flags given here override it")
     _add_rl_arguments(p)
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("plan", help=cmd_plan.__doc__)
+    p.add_argument("--model", required=True, help="config.json, model folder, shipped architecture name (configs/"
+                   "architectures), 'embedded', 'smollm2', or a Hub id when online")
+    p.add_argument("--processes", type=_int_at_least(1), default=1)
+    p.add_argument("--strategy", choices=["ddp", "fsdp", "both"], default="both")
+    p.add_argument("--config", default=None, metavar="FILE", help="an RL config (configs/*.json) for the batch")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    p.add_argument("--prompt-tokens", type=_int_at_least(1), default=256, help="longest prompt (default 256)")
+    p.add_argument("--device-gb", type=_finite_float, default=None, help="say whether the peak fits this memory")
+    for name in ("prompts-per-step", "group-size", "max-cot-tokens", "max-answer-tokens", "micro-batch"):
+        p.add_argument(f"--{name}", type=_int_at_least(1), default=None, help="overrides the config's")
+    p.set_defaults(fn=cmd_plan)
 
     p = sub.add_parser("app", help=cmd_app.__doc__, add_help=False)  # -h goes to the app's own parser
     p.set_defaults(fn=cmd_app)

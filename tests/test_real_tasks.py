@@ -219,11 +219,12 @@ def test_stdlib_math_is_not_shadowed():
 
 # ---- configs/ ---------------------------------------------------------------------------------------
 MODELS = {"meta-llama/Llama-3.2-1B-Instruct": 1e-5, "meta-llama/Llama-3.2-3B-Instruct": 6e-6,
+          "meta-llama/Llama-3.1-8B-Instruct": 3e-6,
           "Qwen/Qwen2.5-0.5B-Instruct": 2e-5, "Qwen/Qwen2.5-1.5B-Instruct": 1e-5, "Qwen/Qwen2.5-3B-Instruct": 8e-6}
 
 
 def test_every_config_is_a_valid_paper_setting():
-    assert len(CONFIGS) == 10
+    assert len(CONFIGS) == 12
     readme = (ROOT / "configs" / "README.md").read_text()
     seen = set()
     for path in CONFIGS:
