@@ -4,7 +4,8 @@
 
 Each model trains `--steps` RL steps (hard RLOO, fp32, the batch below) in a fresh subprocess, which reports its
 peak resident memory (ru_maxrss) and, as the plan's `runtime`, its resident memory after importing torch,
-transformers and softviz but before loading the model. The plan is computed from the model's config with the
+transformers and softviz and running one training step of a negligible model (the libraries training imports,
+their thread pools and caches), before loading the model. The plan is computed from the model's config with the
 same batch; the ratio plan / measured should lie within 0.8-1.2. Models: the embedded one, SmolLM2-135M-Instruct
 (its package must be installed) and a random-init model of Qwen2.5-0.5B's shape (its CoT never ends early, so
 every rollout runs to the limit, as the plan assumes).
@@ -29,11 +30,23 @@ import json, resource, sys
 import torch, transformers  # noqa: F401  (the runtime the plan counts apart)
 import softviz, softviz.train, softviz.plan
 rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-x = torch.randn(64, 256, requires_grad=True)  # the framework's working state: thread pools, autograd engine
-(torch.nn.functional.linear(x, torch.randn(256, 256)).square().sum()).backward()
+from softviz.config import RLConfig
+from softviz.tasks import get_task
+name, batch, steps, out = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+task = get_task("arithmetic")
+# the runtime: what the process holds after one training step of a negligible model (1 layer, d = 16; the
+# embedded tokenizer): the libraries it imports, their thread pools and caches, the task's problems
+_, small_tok = softviz.load_model(device="cpu")
+small = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+    vocab_size=len(small_tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+    pad_token_id=small_tok.pad_token_id, eos_token_id=small_tok.eos_token_id))
+for _ in softviz.train.train(small, small_tok, RLConfig(mode="hard", steps=1, eval_every=0, save_every=0,
+                                                         **{**batch, "max_cot_tokens": 8}), progress=False):
+    pass
+del small, small_tok
+import gc; gc.collect()
 with open("/proc/self/status") as f:
     runtime = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
-name, batch, steps, out = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 torch.manual_seed(0)
 if name == "qwen-shape":
     sys.path.insert(0, "benchmarks")
@@ -42,9 +55,6 @@ if name == "qwen-shape":
 else:
     model, tok = softviz.load_model(None if name == "embedded" else name, device="cpu")
 model.float()
-from softviz.config import RLConfig
-from softviz.tasks import get_task
-task = get_task("arithmetic")
 prompt_tokens = max(len(tok.encode(task.prompt(e, tok))) for e in task.examples("train", 16))
 cfg = RLConfig(mode="hard", steps=steps, eval_every=0, save_every=0, learning_rate=1e-6, **batch)
 for _ in softviz.train.train(model, tok, cfg, progress=False):

@@ -135,7 +135,8 @@ def cmd_plan(args) -> None:
         plan = memory_plan(arch, prompts_per_step=settings["prompts_per_step"], group_size=settings["group_size"],
                            max_cot_tokens=settings["max_cot_tokens"], max_answer_tokens=settings["max_answer_tokens"],
                            micro_batch=settings["micro_batch"], prompt_tokens=args.prompt_tokens,
-                           processes=args.processes, strategy=strategy, dtype=args.dtype, beta=settings["beta"])
+                           processes=args.processes, strategy=strategy, dtype=args.dtype, beta=settings["beta"],
+                           optimizer_dtype=args.optimizer_dtype)
         print(format_plan(plan))
         if args.device_gb:
             ok = plan["peak_gb"] <= 0.9 * args.device_gb
@@ -484,6 +485,8 @@ def main(argv=None) -> int:
     p.add_argument("--strategy", choices=["ddp", "fsdp", "both"], default="both")
     p.add_argument("--config", default=None, metavar="FILE", help="an RL config (configs/*.json) for the batch")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    p.add_argument("--optimizer-dtype", choices=["bfloat16", "float16", "float32"], default=None,
+                   help="AdamW's moments (default: the weights' dtype, as softviz trains); float32 adds a master copy")
     p.add_argument("--prompt-tokens", type=_int_at_least(1), default=256, help="longest prompt (default 256)")
     p.add_argument("--device-gb", type=_finite_float, default=None, help="say whether the peak fits this memory")
     for name in ("prompts-per-step", "group-size", "max-cot-tokens", "max-answer-tokens", "micro-batch"):

@@ -5,7 +5,8 @@
 
 Per process, in bytes of the training dtype `b` (AdamW keeps its two moments in the parameters' dtype, as
 torch.optim.AdamW does):
-  parameters N·b, gradients N·b, optimizer 2·N·b, a frozen reference N·b when the KL weight β > 0;
+  parameters N·b, gradients N·b, optimizer 2·N·b (or, with fp32 moments beside bf16 weights, 12·N: the moments
+  and an fp32 master copy), a frozen reference N·b when the KL weight β > 0;
   under FSDP each of these divided by the process count, plus one transformer block gathered whole (its
   parameters and gradients) and the embedding matrix, which rollouts gather for p·E;
   the rollout KV cache: rows × (prompt + CoT + prefill + answer) × layers × 2 × kv_heads·head_dim × b;
@@ -109,15 +110,22 @@ def load_architecture(model: str) -> Architecture:
 def memory_plan(arch: Architecture, *, prompts_per_step: int, group_size: int, max_cot_tokens: int,
                 max_answer_tokens: int = 32, prompt_tokens: int = 256, micro_batch: int | None = None,
                 processes: int = 1, strategy: str = "ddp", dtype: str = "bfloat16", beta: float = 0.0,
-                runtime_gb: float = 0.6, prefill_tokens: int = 8) -> dict:
+                runtime_gb: float = 0.6, prefill_tokens: int = 8, optimizer_dtype: str | None = None) -> dict:
     """Bytes per process of RL training (see the module's docstring), as GB by part, with the peak.
+
+    optimizer_dtype: None keeps AdamW's moments in the parameters' dtype (what softviz does: torch's AdamW on the
+    model as loaded); "float32" is the usual mixed-precision recipe: fp32 moments and an fp32 master copy of the
+    weights beside the bf16 ones (16 bytes per parameter with bf16 weights and gradients).
 
     Rows are split across the processes (prompts × group / processes each: samples split, so any count that
     divides the step's rollouts works); micro_batch: rows per forward-backward pass (None: all of them)."""
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
-    if dtype not in BYTES:
-        raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(BYTES)}")
+    for name, value in (("dtype", dtype), ("optimizer_dtype", optimizer_dtype or dtype)):
+        if value not in BYTES:
+            raise ValueError(f"{name} {value!r}: choose one of {', '.join(BYTES)}")
+    ob = BYTES[optimizer_dtype or dtype]
+    master = ob if ob != BYTES[dtype] else 0  # a copy of the weights in the optimizer's precision
     total_rows = prompts_per_step * group_size
     if processes < 1 or total_rows % processes:
         raise ValueError(f"{processes} processes must divide the step's {prompts_per_step} x {group_size} = "
@@ -134,7 +142,7 @@ def memory_plan(arch: Architecture, *, prompts_per_step: int, group_size: int, m
     parts = {
         "parameters": N * b / shard,
         "gradients": N * b / shard,
-        "optimizer": 2 * N * b / shard,
+        "optimizer": (2 * ob + master) * N / shard,
         "reference": (N * b / shard) if beta > 0 else 0.0,
         "gathered": (2 * arch.block_parameters + arch.vocab * arch.hidden) * b if shard > 1 else 0.0,
         "rollout_kv_cache": rows * tokens * arch.layers * 2 * kv * b,
@@ -145,6 +153,7 @@ def memory_plan(arch: Architecture, *, prompts_per_step: int, group_size: int, m
     persistent = sum(v for k, v in parts.items() if k not in ("rollout_kv_cache", "activations"))
     peak = persistent + max(parts["rollout_kv_cache"], parts["activations"])
     return {"model": arch.name, "parameters": N, "strategy": strategy, "processes": processes, "dtype": dtype,
+            "optimizer_dtype": optimizer_dtype or dtype,
             "rows_per_process": rows, "micro_batch": m, "tokens_per_row": tokens,
             "gb": {k: round(v / GB, 3) for k, v in parts.items()}, "peak_gb": round(peak / GB, 3)}
 
@@ -153,7 +162,8 @@ def format_plan(plan: dict) -> str:
     """The plan as a few lines of text (what `softviz plan` prints)."""
     g = plan["gb"]
     lines = [f"{plan['model'] or 'model'}: {plan['parameters'] / 1e9:.3g}B parameters, {plan['strategy'].upper()} "
-             f"on {plan['processes']} process{'es' if plan['processes'] > 1 else ''}, {plan['dtype']}; "
+             f"on {plan['processes']} process{'es' if plan['processes'] > 1 else ''}, {plan['dtype']} "
+             f"(optimizer {plan['optimizer_dtype']}); "
              f"{plan['rows_per_process']} rollouts of up to {plan['tokens_per_row']} tokens per process, "
              f"{plan['micro_batch']} per forward-backward pass"]
     for k, v in g.items():

@@ -58,6 +58,11 @@ def test_fsdp_shards_the_state_and_ddp_copies_it():
     # the paper's 8B recipe: a full replica does not fit an 80 GB GPU, FSDP over 8 does
     assert ddp["peak_gb"] > 80 * 0.9 > fsdp["peak_gb"]
     assert memory_plan(arch, **BATCH, beta=0.1)["gb"]["reference"] == pytest.approx(2 * N / 1e9, abs=1e-3)
+    # mixed precision: fp32 moments and master weights beside bf16 ones, 16 bytes a parameter in all
+    mixed = memory_plan(arch, **BATCH, optimizer_dtype="float32")["gb"]
+    assert mixed["parameters"] + mixed["gradients"] + mixed["optimizer"] == pytest.approx(16 * N / 1e9, abs=1e-2)
+    fp32 = memory_plan(arch, **BATCH, dtype="float32")["gb"]
+    assert fp32["optimizer"] == pytest.approx(8 * N / 1e9, abs=1e-3)  # no master copy when the weights are fp32
 
 
 @pytest.mark.parametrize("kwargs, message", [
