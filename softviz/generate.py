@@ -34,7 +34,8 @@ MAX_ROLLOUT_GB = 16.0  # default cap on what one generate() call may allocate (K
 
 @dataclasses.dataclass
 class Rollouts:
-    """The result of `generate`: B = len(prompts) × n rows, prompt-major (row = prompt_index * n + sample).
+    """The result of `generate`: B = len(prompts) × n rows, prompt-major (row = prompt_index * n + sample), or the
+    slice of them asked for (`rows`).
 
     Tensors are on CPU. CoT tensors are (B, T) or (B, T, d), padded past `cot_lengths`; answer tensors
     (B, A), padded past `answer_lengths`. `cot_inputs` are the inputs actually fed (noise included): the
@@ -181,7 +182,8 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
              max_cot_tokens: int = 128, max_answer_tokens: int = 32, seed: int = 0,
              trace: bool | TraceConfig = False, answer_cue: str = ANSWER_CUE,
              progress: Progress | None = None, prompt_index_offset: int = 0,
-             max_memory_gb: float | None = None, sigma: float | None = None) -> Rollouts:
+             max_memory_gb: float | None = None, sigma: float | None = None,
+             rows: slice | None = None) -> Rollouts:
     """Roll out a CoT and a hard answer for each prompt, `n` times, under `mode`.
 
     Args:
@@ -201,6 +203,9 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
             default SOFTVIZ_MAX_MEMORY_GB or 16 GiB.
         sigma: σ of the Gaussian noise, for modes that add it; default γ·RMS(E) of the model as it is now.
             Training passes σ₀ of the starting model, so rollouts are drawn and scored with one σ.
+        rows: a slice of the len(prompts) × n rows (prompt-major) to roll out, e.g. one process's share when the
+            samples of a step are split across processes; each row rolls out as it would in the whole batch
+            (its seed is its prompt's and sample's). Default: all of them.
 
     Returns: Rollouts (with `.trace` when asked).
 
@@ -222,10 +227,17 @@ def generate(model, tokenizer, prompts: Sequence[str] | str, mode: Mode | str = 
 
     E = embedding_matrix(model)  # (V, d) in the model's dtype
     cap = max_memory_gb if max_memory_gb is not None else _env_float("SOFTVIZ_MAX_MEMORY_GB", MAX_ROLLOUT_GB)
-    _check_memory(model, E, len(prompts) * n, max(map(len, prompt_tok)),
+    every = [(pi, j) for pi in range(len(prompts)) for j in range(n)]  # prompt-major
+    if rows is not None:
+        if not isinstance(rows, slice) or rows.step not in (None, 1):
+            raise ValueError(f"rows = {rows!r} is invalid: give a slice of the {len(every)} rows (prompts x n)")
+        every = every[rows]
+        if not every:
+            raise ValueError(f"rows = {rows!r} selects none of the {len(prompts)} x {n} rows")
+    rows = every
+    _check_memory(model, E, len(rows), max(map(len, prompt_tok)),
                   max_cot_tokens + len(late_prefill) + max_answer_tokens, trace_cfg,
                   checks.real("max_memory_gb", cap, 0, low_open=True))
-    rows = [(pi, j) for pi in range(len(prompts)) for j in range(n)]  # prompt-major
     gens = mixing.row_generators([rollout_seed(seed, prompt_index_offset + pi, j) for pi, j in rows], device)
     row_ids = [prompt_tok[pi] for pi, _ in rows]
     policy = mode.policy

@@ -125,17 +125,19 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
         Path(tmp).write_text("".join(l + "\n" for l in lines))
 
 
-def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task, golds) -> dict:
+def _rollout_metrics(r, rewards: torch.Tensor, every: torch.Tensor, G: int, task: Task, golds) -> dict:
+    """Metrics of this process's rollouts `r` (rewards `rewards`); the group statistics from `every`, the rewards
+    of the whole step (whole groups, wherever their samples ran)."""
     # rewards that the reward function called not applicable (None, NaN here) are left out of these
     stds = torch.stack([g[~g.isnan()].std() if int((~g.isnan()).sum()) > 1 else g.new_zeros(())
-                        for g in rewards.view(-1, G)])
+                        for g in every.view(-1, G)])
     valid = torch.arange(r.cot_tokens.shape[1])[None, :] < r.cot_lengths[:, None]
     correct = [task.is_correct(a, g) for a, g in zip(r.answers, golds)]
     m = {
-        "reward": float(rewards.nanmean()) if bool((~rewards.isnan()).any()) else 0.0,
+        "reward": float(every.nanmean()) if bool((~every.isnan()).any()) else 0.0,
         "reward_std": float(stds.mean()),  # TRL: mean over groups of the within-group std
         "frac_reward_zero_std": float((stds == 0).float().mean()),
-        "frac_reward_none": float(rewards.isnan().float().mean()),
+        "frac_reward_none": float(every.isnan().float().mean()),
         "accuracy": sum(correct) / len(correct),
         "cot/mean_length": float(r.cot_lengths.float().mean()),
         "cot/clipped_ratio": sum(e != "cue" for e in r.cot_end) / len(r.cot_end),
@@ -150,9 +152,11 @@ def _rollout_metrics(r, rewards: torch.Tensor, G: int, cfg: RLConfig, task: Task
 class Parallel:
     """Data parallelism across the processes that `accelerate launch` (or torchrun) starts.
 
-    Each process rolls out a contiguous shard of the step's prompts (their rollout seeds are those of the
-    whole batch, so the union equals a one-process step); gradients and metrics are averaged with
-    accelerate's collectives; only the main process writes files. With one process it does nothing.
+    Each process rolls out a contiguous share of the step's prompts × group_size rollouts (samples, not only
+    prompts, are split: any process count that divides the rollouts works; each rollout's seed is its prompt's
+    and sample's, so the union equals a one-process step). Rewards are gathered, so a group's RLOO/GRPO baseline
+    is over the whole group wherever its samples ran; gradients and metrics are averaged with accelerate's
+    collectives; only the main process writes files. With one process it does nothing.
     """
 
     def __init__(self):
@@ -172,6 +176,20 @@ class Parallel:
             raise ValueError(f"{what} = {n} must be divisible by the number of processes ({self.world})")
         size = n // self.world
         return slice(self.rank * size, (self.rank + 1) * size)
+
+    def rows(self, prompts: int, group: int) -> tuple[slice, slice]:
+        """(this process's rows of the step's prompts × group rollouts, the prompts they belong to)."""
+        if (prompts * group) % self.world:
+            raise ValueError(f"RLConfig.prompts_per_step x group_size = {prompts} x {group} = {prompts * group} "
+                             f"rollouts must be divisible by the number of processes ({self.world})")
+        rows = self.shard(prompts * group, "prompts_per_step x group_size")
+        return rows, slice(rows.start // group, -(-rows.stop // group))
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Every process's `t` (same shape), concatenated in process order."""
+        if self.world == 1:
+            return t
+        return self.acc.gather(t.to(self.acc.device)).cpu()
 
     def mean_grads(self, params) -> None:
         """All-reduce the gradients to their mean (one flat collective)."""
@@ -227,7 +245,7 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     mode = cfg.rollout_mode
     rl.check_trainable(mode)
     par = Parallel()
-    shard = par.shard(cfg.prompts_per_step, "RLConfig.prompts_per_step")
+    shard = par.rows(cfg.prompts_per_step, cfg.group_size)
     val = task.examples("validation", cfg.eval_size, seed=cfg.seed)[par.shard(cfg.eval_size, "RLConfig.eval_size")]
     if par.acc is not None:
         model.to(par.acc.device)
@@ -321,9 +339,13 @@ def _param_groups(model, cfg: RLConfig) -> list[dict]:
 
 def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode, seed: int, reward_fn=None, *,
                     trace: bool = False, prompt_index_offset: int = 0, step: int | None = None,
-                    sigma: float | None = None):
+                    sigma: float | None = None, rows: slice | None = None, gather=None):
     """Roll out cfg.group_size samples per example and score them: (rollouts, rewards, advantages, golds).
     `sigma`: the run's fixed σ₀ (None: γ·RMS of the current E).
+
+    Several processes: `rows` is this process's slice of the step's rows (global row indices, prompt-major;
+    `examples` are the prompts those rows belong to, the first being prompt `prompt_index_offset`), and `gather`
+    concatenates every process's rewards in row order, so each group's baseline is over the whole group.
 
     A reward of None means "not applicable to this completion" (TRL's convention): that rollout gets
     advantage 0 and stays out of its group's baseline; `rewards` holds NaN there. Anything else that is
@@ -332,17 +354,22 @@ def rollout_rewards(model, tokenizer, cfg: RLConfig, task: Task, examples, mode,
     reward_fn = reward_fn or task.reward
     prompts = [task.prompt(e, tokenizer) for e in examples]
     model.eval()
-    r = generate(model, tokenizer, prompts, mode, n=cfg.group_size, max_cot_tokens=cfg.max_cot_tokens,
+    G = cfg.group_size
+    local = None if rows is None else slice(rows.start - prompt_index_offset * G, rows.stop - prompt_index_offset * G)
+    r = generate(model, tokenizer, prompts, mode, n=G, max_cot_tokens=cfg.max_cot_tokens,
                  max_answer_tokens=cfg.max_answer_tokens, seed=seed, answer_cue=task.answer_cue,
                  trace=TraceConfig() if trace else False, prompt_index_offset=prompt_index_offset,
-                 sigma=sigma or None)
+                 sigma=sigma or None, rows=local)
     golds = [examples[i].answer for i in r.prompt_index.tolist()]
     row_prompts = [prompts[i] for i in r.prompt_index.tolist()]
     raw = reward_fn(prompts=row_prompts, completions=r.answer_texts, answer=golds)
     rewards = check_rewards(raw, row_prompts, r.answer_texts, step=step)
-    valid = ~rewards.isnan()
-    adv = (rl.rloo_advantages(rewards, cfg.group_size, valid) if cfg.algorithm == "rloo"
-           else rl.grpo_advantages(rewards, cfg.group_size, scale=cfg.scale_rewards, valid=valid))
+    every = gather(rewards) if gather is not None else rewards  # whole groups
+    valid = ~every.isnan()
+    adv = (rl.rloo_advantages(every, G, valid) if cfg.algorithm == "rloo"
+           else rl.grpo_advantages(every, G, scale=cfg.scale_rewards, valid=valid))
+    if gather is not None:
+        adv = adv[rows]
     return r, rewards, adv, golds
 
 
@@ -422,13 +449,16 @@ def rl_backward(model, cfg: RLConfig, r, adv, ref=None) -> tuple[float, dict]:
 
 def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma, optimizer, scheduler, ref,
              par: Parallel, shard: slice, step: int, want_trace: bool):
-    """One RL step on this process's shard of prompts: rollouts, rewards, advantages, loss, update."""
+    """One RL step on this process's share of the rollouts (`shard`: its rows and their prompts): rollouts,
+    rewards, advantages, loss, update."""
     t0 = time.perf_counter()
+    rows, prompts = shard
     # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
-    examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[shard]
+    examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[prompts]
     r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode, step_seed(cfg.seed, step),
-                                             reward_fn, trace=want_trace, prompt_index_offset=shard.start,
-                                             step=step + 1, sigma=sigma)
+                                             reward_fn, trace=want_trace, prompt_index_offset=prompts.start,
+                                             step=step + 1, sigma=sigma, rows=rows,
+                                             gather=par.gather if par.world > 1 else None)
     t1 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss_value, loss_metrics = rl_backward(model, cfg, r, adv, ref)
@@ -445,7 +475,7 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     scheduler.step()
     model.eval()
     t3 = time.perf_counter()
-    m = {"step": step + 1, **_rollout_metrics(r, rewards, cfg.group_size, cfg, task, golds),
+    m = {"step": step + 1, **_rollout_metrics(r, rewards, par.gather(rewards), cfg.group_size, task, golds),
          "loss": loss_value, **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr,
          "advantage_abs_mean": float(adv.abs().mean()), "time/rollout": t1 - t0, "time/loss_backward": t2 - t1,
          "time/optimizer": t3 - t2}

@@ -249,3 +249,19 @@ def test_non_finite_half_precision_logits_are_reported(embedded):
     for mode in ("soft", "hard"):
         with pytest.raises(ValueError, match="non-finite logits.*float16.*bfloat16"):
             generate(half, tok, ["User: x Assistant:"], mode, max_cot_tokens=4)
+
+
+def test_a_slice_of_rows_rolls_out_as_in_the_whole_batch(embedded):
+    # one process's share when samples are split: rows 3..8 of 3 prompts x 4 (the tail of prompt 0, prompt 1 whole,
+    # the head of prompt 2) are the same rollouts as those rows of the whole batch
+    model, tok = embedded
+    ps = prompts(3)
+    whole = generate(model, tok, ps, "soft", n=4, max_cot_tokens=30, seed=9)
+    part = generate(model, tok, ps, "soft", n=4, max_cot_tokens=30, seed=9, rows=slice(3, 9))
+    assert part.prompt_index.tolist() == [0, 1, 1, 1, 1, 2] and part.sample_index.tolist() == [3, 0, 1, 2, 3, 0]
+    assert part.cot_texts == whole.cot_texts[3:9] and part.answers == whole.answers[3:9]
+    torch.testing.assert_close(part.cot_inputs[:, :5], whole.cot_inputs[3:9, :5], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="selects none of the 3 x 4 rows"):
+        generate(model, tok, ps, "soft", n=4, rows=slice(12, 20))
+    with pytest.raises(ValueError, match="give a slice of the 12 rows"):
+        generate(model, tok, ps, "soft", n=4, rows=[0, 1])

@@ -150,17 +150,19 @@ def test_cot_weight_zero_and_frozen_embeddings(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_with_accelerate_equal_one_process(tmp_path):
-    """`accelerate launch --cpu --num_processes 2` (gloo): each process rolls out half the prompts; the
-    averaged update equals the one-process update to within 1e-6 (gloo's all-reduce sums in another order, so
-    the last bits may differ; the rollouts, and so the rewards, are the same)."""
+@pytest.mark.parametrize("prompts", [2, 1], ids=["prompts-split", "samples-split"])
+def test_two_processes_with_accelerate_equal_one_process(tmp_path, prompts):
+    """`accelerate launch --cpu --num_processes 2` (gloo): each process rolls out half the rollouts: half the
+    prompts, or, with one prompt, half its samples (the group's baseline then needs the other process's
+    rewards). The averaged update equals the one-process update to within 1e-6 (gloo's all-reduce sums in
+    another order, so the last bits may differ; the rollouts, and so the rewards, are the same)."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     bin_dir = Path(sys.executable).parent
-    args = ["train", "--mode", "soft", "--steps", "2", "--prompts-per-step", "2", "--group-size", "4",
+    args = ["train", "--mode", "soft", "--steps", "2", "--prompts-per-step", str(prompts), "--group-size", "4",
             "--max-cot-tokens", "24", "--max-answer-tokens", "6", "--eval-every", "0", "--save-every", "0",
             "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet", "--seed", "2"]  # seed 2: a group's rewards differ
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
