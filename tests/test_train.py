@@ -166,8 +166,11 @@ def test_two_processes_with_accelerate_equal_one_process(tmp_path, prompts):
             "--max-cot-tokens", "24", "--max-answer-tokens", "6", "--eval-every", "0", "--save-every", "0",
             "--learning-rate", "1e-3", "--warmup-steps", "0", "--quiet", "--seed", "2"]  # seed 2: a group's rewards differ
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    two = subprocess.run([str(bin_dir / "accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-                          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "softviz.cli", *args,
+    # the shipped CPU config (configs/accelerate/ddp_cpu.yaml) in one case, the same as flags in the other
+    launch = (["--config_file", str(Path(__file__).parents[1] / "configs" / "accelerate" / "ddp_cpu.yaml")]
+              if prompts == 1 else ["--cpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                                    "--dynamo_backend", "no"])
+    two = subprocess.run([str(bin_dir / "accelerate"), "launch", *launch, "-m", "softviz.cli", *args,
                           "--output-dir", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-2000:]
     one = subprocess.run([str(bin_dir / "softviz"), *args, "--output-dir", str(tmp_path / "one")], env=env,
@@ -238,3 +241,15 @@ def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path):
     path.write_text('{"step": 1, "reward": 5}\n{"step": 2, "reward": 6}\n{"step": 3, "rew')
     _truncate_metrics(path, 2)
     assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("name, machines, processes", [("ddp_1node", 1, 8), ("ddp_2nodes", 2, 16), ("ddp_cpu", 1, 2)])
+def test_shipped_accelerate_configs_load(name, machines, processes):
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(Path(__file__).parents[1] / "configs" / "accelerate" / f"{name}.yaml"))
+    assert (cfg.num_machines, cfg.num_processes) == (machines, processes)
+    assert str(cfg.distributed_type).endswith("MULTI_CPU" if name == "ddp_cpu" else "MULTI_GPU")
+    assert str(cfg.mixed_precision) in ("no", "PrecisionType.NO")  # softviz keeps fp32 where it matters itself
