@@ -175,6 +175,9 @@ def test_the_app_offers_smollm2_and_trains_it_only_on_a_gpu_host(smollm2, smollm
     measured = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "smollm2_app.json")
                           .read_text())  # the numbers the note gives are the measured ones
     assert app_settings.MEASURED["smollm2_step_s"] == round(measured["rl_step_median_s"], -1)
+    assert app_settings.MEASURED["smollm2_s"] == round(measured["compare_smollm2_median_s"], -1)
+    assert app_settings.MEASURED["convert_s"] == round(measured["convert_s"], -1)
+    assert app_settings.MEASURED["embedded_s"] == max(1, round(measured["compare_embedded_median_s"]))
     assert app_settings.MEASURED["smollm2_step_gb"] == round(measured["peak_rss_after_train_gb"])
     assert f"took {app_settings.MEASURED['smollm2_step_s']} s" in note
     with pytest.raises(ValueError, match="trains only on a GPU host.*Choose 'embedded'"):

@@ -11,8 +11,7 @@ TASK = "arithmetic"  # the embedded model's task: its prompt format, answer cue 
 EMBEDDED = "embedded"
 SMOLLM2 = "smollm2"
 # what the model menu says of a model beside its name; measured on 2 CPU cores (benchmarks/smollm2_app.py: the
-# app's default comparison through its handler, 3 modes x 8 rollouts, 96 CoT tokens; SmolLM2's beside a
-# 1-thread job, so an idle machine is a little faster)
+# app's default comparison through its handler, 3 modes x 8 rollouts, 96 CoT tokens)
 MODEL_NOTES = {
     EMBEDDED: "the built-in 3M-parameter arithmetic model: a default comparison takes about {embedded_s} s on 2 "
               "cores",
@@ -22,8 +21,8 @@ MODEL_NOTES = {
              "fine-tunes it only on a GPU host: on a CPU one RL step of Train's default batch took {smollm2_step_s} s "
              "and the process peaked at {smollm2_step_gb} GB.",
 }
-# benchmarks/smollm2_app.py (compare: 2 cores beside a 1-thread job; RL step: one thread, micro-batches of 8)
-MEASURED = {"embedded_s": 2, "smollm2_s": 150, "convert_s": 45, "smollm2_step_s": 150, "smollm2_step_gb": 9,
+# benchmarks/smollm2_app.py on 2 idle cores (the Compare handler; RL steps in micro-batches of 8)
+MEASURED = {"embedded_s": 1, "smollm2_s": 30, "convert_s": 20, "smollm2_step_s": 40, "smollm2_step_gb": 6,
             "train_s": 40, "train_gain": "17"}  # Train's default run: benchmarks/train_defaults.py, 5 seeds
 DEFAULT_MODES = ("hard", "soft", "fuzzy")
 # the paper's trainable settings (the noise gives a density, eq. 9), SofT-GRPO's Gumbel top-5 mixtures and

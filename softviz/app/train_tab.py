@@ -125,7 +125,7 @@ class TrainView(Outputs):
 
 def check_trainable_here(model_name: str, settings: Settings) -> None:
     """Train fine-tunes the embedded model anywhere; a real LM only on a GPU host (on a CPU a SmolLM2 step of the
-    default batch took about 150 s and the process peaked near 9 GB: settings.MEASURED)."""
+    default batch took about 40 s and the process peaked near 6 GB: settings.MEASURED)."""
     check_offered(model_name, settings)
     if model_name == EMBEDDED:
         return
