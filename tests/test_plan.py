@@ -34,7 +34,7 @@ def test_embedded_model_parameters_and_kv_cache_as_planned(embedded):
     rows, tokens = 3, 20
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
-        model(input_ids=torch.ones((rows, tokens), dtype=torch.long), use_cache=True, past_key_values=cache)
+        model(input_ids=torch.ones((rows, tokens), dtype=torch.long), use_cache=True, cache=cache)
     held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     plan = memory_plan(arch, prompts_per_step=1, group_size=rows, max_cot_tokens=tokens - 2, max_answer_tokens=1,
                        prompt_tokens=1, prefill_tokens=0, dtype="float32")
