@@ -45,6 +45,8 @@ CSS = """
 .sv-bar {height: 8px; margin-top: 6px; border-radius: 4px; overflow: hidden; background: var(--neutral-200);}
 .sv-bar span {display: block; height: 100%; background: var(--color-accent); transition: width 0.3s;}
 .sv-hidden {display: none !important;}
+/* at most three mode columns a row; a 4th-6th wraps at the same width instead of spanning the page */
+.sv-mode-column {max-width: calc((100% - 2 * var(--layout-gap, 16px)) / 3);}
 """
 
 # A click on a cell of a mode's entropy heatmap (plotly_click) is written into the hidden #sv-cell box as
@@ -93,7 +95,7 @@ def _compare_slot(i: int) -> CompareSlot:
                                     elem_classes=["sv-heat", f"sv-heat-{i}"]),
             rollout=RolloutView(
                 soft_text=gr.HTML(),
-                mixture=gr.Plot(label="Mixture weights of one rollout: the top 10 stacked, rank 1 at the bottom, "
+                mixture=gr.Plot(label="Mixture weights of one rollout: the top 5 stacked, rank 1 at the bottom, "
                                       "grey = rest of the vocabulary"),
                 noise=gr.Plot(label="Nearest vocabulary of one rollout's fed inputs: cosine 1 = exactly a token's "
                                     "embedding; rank 1 = the shadow token is the nearest")),

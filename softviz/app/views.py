@@ -118,10 +118,22 @@ def responsive(fig, narrow: bool = False):
             fig.layout.annotations = kept
             fig.update_layout(title=dict(pad=dict(b=below + 4)), margin=dict(t=52 + below))
         title = fig.layout.title.text or ""
-        if " — " in title:  # "what — which rollout" on two lines: one line runs off a column
-            fig.update_layout(title_text=title.replace(" — ", "<br>", 1), margin=dict(t=fig.layout.margin.t + 16))
+        if " — " in title:  # "what — which rollout" on two lines: one line runs off a column. The title anchors on
+            # its first line, so the second needs the room of one line above the plot area
+            fig.update_layout(title_text=title.replace(" — ", "<br>", 1),
+                              title_pad_b=(fig.layout.title.pad.b or 0) + 17, margin_t=fig.layout.margin.t + 17)
         fig.update_layout(title_font_size=13, margin=dict(l=50, r=10))
+        clear_label(fig)
     return fig
+
+
+def clear_label(fig) -> None:
+    """Room over a titled figure for the gr.Plot label drawn across its top (about 40 px): the title, which ends
+    pad.b above the plot area, starts below the label."""
+    lines = 1 + (fig.layout.title.text or "").count("<br>")
+    need = (fig.layout.title.pad.b or 0) + 17 * lines + 48
+    if (fig.layout.margin.t or 0) < need:
+        fig.update_layout(margin_t=need)
 
 
 def accuracy(trace: Trace) -> tuple[int, int] | None:
@@ -241,6 +253,9 @@ def rollout_figures(trace: Trace, rollout, step: int | None = None) -> RolloutVi
     # names every token); leaving them out also halves the browser's drawing time
     mixture = responsive(viz.mixture_topk(trace, rollout=b, k=5, selected_step=step, bar_labels=False,
                                           token_row=n <= 24), narrow=True)
+    if n <= 24:  # the row of tokens over the bars takes ~25 px under the title
+        mixture.update_layout(title_pad_b=mixture.layout.title.pad.b + 25, margin_t=mixture.layout.margin.t + 25)
+        clear_label(mixture)
     mixture.update_layout(showlegend=False)  # ranks stack bottom-up, hover names them; a legend would fill the column
     noise = responsive(viz.noise_shift(trace, rollout=b, selected_step=step), narrow=True)
     return RolloutView(soft_text=viz.soft_text_html(trace, rollout=b, k=3, selected_step=step), mixture=mixture,
