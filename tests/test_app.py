@@ -717,3 +717,16 @@ def test_rollout_figures_are_drawn_once_per_comparison(app, settings, problem):
     assert app.on_rollout(2, settings, session)[0] is views[0]  # kept: sent again, not drawn again
     assert views[2].soft_text == "" and views[2].mixture is None  # unused columns stay blank
     session.close()
+
+
+def test_branch_buttons_say_so_when_there_is_nothing_to_step_to(app, settings, compared, monkeypatch):
+    from softviz.app import compare_tab
+
+    with pytest.raises(gr.Error, match="press Compare first"):
+        app.on_next_branch(0, settings, app.Session())
+    session = compared[0]
+    session.selection = None
+    real = analysis.branch_points
+    monkeypatch.setattr(compare_tab.analysis, "branch_points", lambda tr: {**real(tr), "positions": []})
+    with pytest.raises(gr.Error, match="hard has no branch points: every step's entropy is at most 0.672 nats"):
+        app.on_previous_branch(0, settings, session)

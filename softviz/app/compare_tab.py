@@ -394,8 +394,8 @@ def selection_note(traces: dict, label: str, b: int, t: int | None) -> str:
     if t is None:
         return f"**Selected:** {label}, rollout {b}: it has no CoT steps."
     bp = analysis.branch_points(tr)
-    why = [w for w, m in (("entropy above 0.672 nats", bp["uncertain"]), ("top weight below 0.9", bp["blended"]))
-           if m[b, t]]
+    why = [w for w, m in ((f"entropy above {analysis.BRANCH_ENTROPY} nats", bp["uncertain"]),
+                          (f"top weight below {analysis.BRANCH_WEIGHT}", bp["blended"])) if m[b, t]]
     k = int((tr.topk_weights[b, t] >= 5e-4).sum()) or 1
     mixed = ", ".join(f"{s!r} {float(w):.3f}" for s, w in zip(tr.decode(tr.topk_ids[b, t, :min(k, 3)]),
                                                                tr.topk_weights[b, t, :min(k, 3)]))
@@ -433,13 +433,14 @@ def selection_view(session: Session, settings: Settings, label: str, rollout, st
     session.selection = {"mode": label, "rollout": b, "step": t}
     scale = entropy_scale(traces.values())
     slots = []
-    for i, (name, trace) in enumerate(list(traces.items())[: settings.max_modes]):
+    for name, trace in list(traces.items())[: settings.max_modes]:
         mine = name == label and t is not None
         slots.append(SlotSelection(entropy_heatmap=heatmap(trace, scale, (b, t) if mine else None),
                                    rollout=rollout_figures(trace, b, step=t if mine else None)))
     slots += [SlotSelection(entropy_heatmap=None, rollout=RolloutView()) for _ in range(settings.max_modes - len(slots))]
     return SelectionView(note=gr.Markdown(selection_note(traces, label, b, t), visible=True),
-                         rollout_slider=gr.Slider(value=b), slots=slots, explore_menu=gr.Dropdown(choices=list(traces), value=label),
+                         rollout_slider=gr.Slider(value=b), slots=slots,
+                         explore_menu=gr.Dropdown(choices=list(traces), value=label),
                          explore=open_trace(tr, session, b, t or 0))
 
 
@@ -498,8 +499,8 @@ def on_branch(direction: int, rollout, settings: Settings, session: Session) -> 
         (clamped("rollout", rollout, 0, tr.num_rollouts - 1), -1)
     positions = analysis.branch_points(tr)["positions"]
     if not positions:
-        raise ValueError(f"{label} has no branch points: every step's entropy is at most 0.672 nats and its top "
-                         "weight at least 0.9")
+        raise ValueError(f"{label} has no branch points: every step's entropy is at most "
+                         f"{analysis.BRANCH_ENTROPY} nats and its top weight at least {analysis.BRANCH_WEIGHT}")
     after = [p for p in positions if p > here] if direction > 0 else [p for p in positions if p < here][::-1]
     b, t = (after or (positions if direction > 0 else positions[::-1]))[0]  # past the last one: around again
     return selection_view(session, settings, label, b, t)
