@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import inspect
 import os
 from typing import Callable, Sequence
 
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor
 
 from softviz import checks, mixing
+from softviz.prefill import distinct_prompts, forward_kwargs
 from softviz.config import PRESETS, Mode, TraceConfig
 from softviz.tasks.base import ANSWER_CUE, BOX_OPEN, extract_boxed
 from softviz.trace import Trace
@@ -94,12 +94,6 @@ def embedding_matrix(model) -> Tensor:
     scale = getattr(emb, "embed_scale", None)
     E = emb.weight
     return E * scale.to(E.dtype) if isinstance(scale, Tensor) else (E * scale if scale else E)
-
-
-def _forward_kwargs(model) -> tuple[str, bool]:
-    params = inspect.signature(model.forward).parameters
-    cache_name = "cache" if "cache" in params else "past_key_values"
-    return cache_name, "logits_to_keep" in params
 
 
 def _validate(tokenizer, prompts, n, max_cot_tokens, max_answer_tokens, context: int | None, prefill_len: int):
@@ -309,18 +303,6 @@ class _CueRule:
         state.phase[b] = PREFILL
 
 
-def _left_pad(row_ids: list[list[int]], pad_id: int, device):
-    """Left-padded ids, attention mask and position ids (as transformers' generate computes them)."""
-    B, W = len(row_ids), max(map(len, row_ids))
-    ids = torch.full((B, W), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, W), dtype=torch.long)
-    for b, r in enumerate(row_ids):
-        ids[b, W - len(r):] = torch.tensor(r)
-        mask[b, W - len(r):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    return ids, mask, (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
-
-
 def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowState, cue: _CueRule, trace_cfg,
             max_steps: int, max_answer_tokens: int, progress) -> list[dict]:
     """The loop: prefill the prompts, then one input vector per row per step until every row is DONE."""
@@ -329,18 +311,16 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowS
     device = E.device
     embed = model.get_input_embeddings()
     E32 = mixing.fp32(E)  # p·E in fp32 (a no-op for fp32 models)
-    cache_name, has_keep = _forward_kwargs(model)
+    cache_name, has_keep = forward_kwargs(model)
     # each distinct prompt is prefilled once and its cache copied to the rows that share it (the n samples)
-    index: dict[tuple, int] = {}
-    row_to_u = torch.tensor([index.setdefault(tuple(r), len(index)) for r in row_ids], device=device)
-    ids, mask, pos = _left_pad([list(k) for k in index], pad_id, device)
+    ids, mask, pos, row_to_prompt = distinct_prompts(row_ids, pad_id, device)
     cache = DynamicCache(config=model.config)
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                 **{cache_name: cache}, **({"logits_to_keep": 1} if has_keep else {}))
     logits = out.logits[:, -1]
-    if len(index) < len(row_ids):
-        cache.batch_select_indices(row_to_u)
-        logits, mask, pos = logits[row_to_u], mask[row_to_u], pos[row_to_u]
+    if len(ids) < len(row_ids):
+        cache.batch_select_indices(row_to_prompt)
+        logits, mask, pos = logits[row_to_prompt], mask[row_to_prompt], pos[row_to_prompt]
     next_pos = pos[:, -1] + 1
     B, per_step = len(row_ids), []
     for step in range(max_steps):

@@ -36,6 +36,7 @@ from softviz import mixing
 from softviz.config import Mode
 from softviz.generate import Rollouts, embedding_matrix
 from softviz.policies import trainable_presets
+from softviz.prefill import distinct_prompts, forward_kwargs
 
 
 # ---- advantages --------------------------------------------------------------------------------------
@@ -163,21 +164,17 @@ def _shared_prompt_hidden(model, r: Rollouts, E: Tensor) -> Tensor | None:
     rollouts shares a long prompt (a chat template: about 250 of 320 tokens)."""
     from transformers import DynamicCache
 
-    from softviz.generate import _forward_kwargs, _left_pad
-
-    keys = [tuple(p) for p in r.prompt_ids]
-    index: dict[tuple, int] = {}
-    row_to_u = [index.setdefault(k, len(index)) for k in keys]
     base = model.base_model
-    if len(index) == len(keys) or base is model or "use_cache" not in inspect.signature(base.forward).parameters:
+    if base is model or "use_cache" not in inspect.signature(base.forward).parameters:
         return None
     device = E.device
-    cache_name, _ = _forward_kwargs(base)
-    ids, pmask, pos = _left_pad([list(k) for k in index], 0, device)
+    ids, pmask, pos, rows = distinct_prompts(r.prompt_ids, 0, device)
+    if len(ids) == len(rows):
+        return None
+    cache_name, _ = forward_kwargs(base)
     cache = DynamicCache(config=model.config)
     h_prompt = base(input_ids=ids, attention_mask=pmask, position_ids=pos, use_cache=True,
                     **{cache_name: cache}).last_hidden_state[:, -1]  # (U, d)
-    rows = torch.tensor(row_to_u, device=device)
     cache.batch_select_indices(rows)  # indexing: differentiable, so gradients reach the prompt pass
     emb, cmask = build_inputs(model, r, E, prompt=False)
     P = torch.tensor([len(p) for p in r.prompt_ids], device=device)
