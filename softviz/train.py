@@ -457,8 +457,7 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[prompts]
     r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode, step_seed(cfg.seed, step),
                                              reward_fn, trace=want_trace, prompt_index_offset=prompts.start,
-                                             step=step + 1, sigma=sigma, rows=rows,
-                                             gather=par.gather if par.world > 1 else None)
+                                             step=step + 1, sigma=sigma, rows=rows, gather=par.gather)
     t1 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss_value, loss_metrics = rl_backward(model, cfg, r, adv, ref)
