@@ -720,13 +720,11 @@ def test_rollout_figures_are_drawn_once_per_comparison(app, settings, problem):
 
 
 def test_branch_buttons_say_so_when_there_is_nothing_to_step_to(app, settings, compared, monkeypatch):
-    from softviz.app import compare_tab
-
     with pytest.raises(gr.Error, match="press Compare first"):
         app.on_next_branch(0, settings, app.Session())
     session = compared[0]
     session.selection = None
     real = analysis.branch_points
-    monkeypatch.setattr(compare_tab.analysis, "branch_points", lambda tr: {**real(tr), "positions": []})
+    monkeypatch.setattr(analysis, "branch_points", lambda tr: {**real(tr), "positions": []})
     with pytest.raises(gr.Error, match="hard has no branch points: every step's entropy is at most 0.672 nats"):
         app.on_previous_branch(0, settings, session)

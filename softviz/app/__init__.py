@@ -18,11 +18,11 @@ launches. Importing this package imports gradio; `import softviz` alone does not
 
 from .checks import get_model, visitor_errors
 from .compare_tab import (AcrossModes, CompareSlot, CompareView, Problem, build_modes, compare, example_problems,
-                          first_problem, on_branch, on_cell, on_compare, on_export, on_next_branch,
-                          on_previous_branch, on_rollout, pick_example, random_problem, selection_view)
+                          first_problem, on_compare, on_export, on_rollout, pick_example, random_problem)
 from .explore_tab import (ExploreView, OpenedTrace, StepChange, StepView, on_explore_rollout, on_explore_step,
                           on_pick, on_upload)
 from .layout import build_demo
+from .selection import SelectionView, on_branch, on_cell, on_next_branch, on_previous_branch, selection_view
 from .serve import launch, main, warm_up
 from .session import Session, Sessions
 from .settings import BEFORE_AFTER_PROMPTS, DEFAULT_MODES, TRAIN_DEFAULTS, TRAIN_EVAL_SIZE, Settings, parse_args
@@ -31,7 +31,7 @@ from .views import Outputs, RolloutView, column_header, summary_markdown
 
 __all__ = [
     "AcrossModes", "BEFORE_AFTER_PROMPTS", "CompareSlot", "CompareView", "DEFAULT_MODES", "ExploreView", "TRAIN_DEFAULTS", "TRAIN_EVAL_SIZE", "OpenedTrace",
-    "Outputs", "Problem", "RolloutView", "Session", "Sessions", "Settings", "StepChange", "StepView", "TrainView", "build_demo",
+    "Outputs", "Problem", "RolloutView", "SelectionView", "Session", "Sessions", "Settings", "StepChange", "StepView", "TrainView", "build_demo",
     "build_modes", "column_header", "compare", "example_problems", "first_problem", "get_model", "pick_example", "launch", "main", "on_cancel",
     "on_branch", "on_cell", "on_compare", "on_explore_rollout", "on_explore_step", "on_next_branch", "on_previous_branch", "on_export", "on_pick", "on_rollout", "on_train", "on_train_requested",
     "on_upload", "parse_args", "random_problem", "selection_view", "summary_markdown", "visitor_errors", "warm_up",

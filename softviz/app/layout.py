@@ -7,12 +7,12 @@ import gradio as gr
 
 from softviz.config import ALGORITHMS, KINDS, PRESETS
 
-from .compare_tab import (SELECT_HINT, AcrossModes, CompareSlot, CompareView, SelectionView, SlotSelection,
-                          example_problems, first_problem, hide_export, on_cell, on_compare, on_export,
-                          on_next_branch, on_previous_branch, on_rollout, on_shadow_select, pick_example,
-                          random_problem)
+from .compare_tab import (AcrossModes, CompareSlot, CompareView, example_problems, first_problem, hide_export,
+                          on_compare, on_export, on_rollout, pick_example, random_problem)
 from .explore_tab import (ExploreView, OpenedTrace, StepChange, StepView, on_explore_rollout, on_explore_step,
                           on_pick, on_upload)
+from .selection import (SELECT_HINT, SelectionView, SlotSelection, on_cell, on_next_branch, on_previous_branch,
+                        on_shadow_select)
 from .session import Sessions, close_session, new_session
 from .settings import (DEFAULT_MODES, MEASURED, MODE_HELP, TRAIN_DEFAULTS, TRAIN_MODES, Settings, model_note,
                        real_model)

@@ -205,11 +205,6 @@ def visible_text(tok: str) -> str:
     return tok.replace("\ufffd", "‹byte›")
 
 
-def shadow_text(trace: Trace, scale: float) -> list[tuple[str, float | None]]:
-    """The entries of shadow_entries (what gr.HighlightedText shows)."""
-    return shadow_entries(trace, scale)[0]
-
-
 def entropy_scale(traces) -> float:
     """The largest CoT entropy of a comparison: shadow texts of every column share one colour scale."""
     return max((float(t.entropy[t.mask].max()) for t in traces if bool(t.mask.any())), default=0.0)
