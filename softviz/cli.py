@@ -9,8 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
-from softviz.cli_args import (_bool, _check_output, _error_message, _finite_float, _int_at_least,
-                              _int_list, _mode, _mode_list, _non_negative_int, _one_line, _Parser, _positive_int)
+from softviz.cli_args import (_add_rl_arguments, _apply_config_file, _check_output, _error_message, _finite_float,
+                              _int_at_least, _int_list, _mode, _mode_list, _non_negative_int, _one_line, _Parser,
+                              _positive_int)
 from softviz.config import PRESETS
 
 # What a user can get wrong (a value, a path, a missing file): one line `softviz <cmd>: error: ...`, exit 2.
@@ -119,14 +120,14 @@ def cmd_compare(args) -> None:
 def cmd_plan(args) -> None:
     """Memory per process of RL training for a model, from its config alone (DDP and FSDP)."""
     import dataclasses
-    import json
 
+    from softviz.cli_args import _read_config_file
     from softviz.config import RLConfig
-    from softviz.plan import STRATEGIES, format_plan, load_architecture, memory_plan
+    from softviz.plan import STRATEGIES, fits, format_plan, load_architecture, memory_plan
 
     settings = dataclasses.asdict(RLConfig())
     if args.config:
-        settings.update({k: v for k, v in json.loads(Path(args.config).read_text()).items() if k != "model"})
+        settings.update({k: v for k, v in _read_config_file(args.config).items() if k != "model"})
     for name in ("prompts_per_step", "group_size", "max_cot_tokens", "max_answer_tokens", "micro_batch"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
@@ -139,8 +140,8 @@ def cmd_plan(args) -> None:
                            optimizer_dtype=args.optimizer_dtype)
         print(format_plan(plan))
         if args.device_gb:
-            ok = plan["peak_gb"] <= 0.9 * args.device_gb
-            print(f"  {'fits' if ok else 'does not fit'} in {args.device_gb:g} GB per device (90% usable)")
+            print(f"  {'fits' if fits(plan, args.device_gb) else 'does not fit'} in {args.device_gb:g} GB per device "
+                  "(90% usable)")
 
 
 def cmd_eval(args) -> None:
@@ -342,64 +343,6 @@ def _read_metrics(path: Path) -> list[dict]:
             raise ValueError(f"{path}, line {lineno}: expected a JSON object of metrics, got {line[:40]!r}")
         records.append(record)
     return records
-
-
-def _apply_config_file(args) -> None:
-    """Fill the train flags not given on the command line from `--config FILE`: a JSON object of RLConfig
-    fields plus an optional "model" (configs/ holds the paper's settings). Flags given on the command line win."""
-    import dataclasses
-    import json
-
-    from softviz.config import RLConfig
-
-    if args.config is None:
-        return
-    try:
-        settings = json.loads(Path(args.config).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"--config {args.config}: {err}") from None
-    if not isinstance(settings, dict):
-        raise ValueError(f"--config {args.config}: expected a JSON object of settings")
-    fields = {f.name: f for f in dataclasses.fields(RLConfig)}
-    allowed = ["model", *fields]
-    for key, value in settings.items():
-        if key not in allowed:
-            raise ValueError(f"--config {args.config}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
-        if key in fields and isinstance(fields[key].default, bool) and not isinstance(value, bool):
-            raise ValueError(f"--config {args.config}: {key} must be true or false, got {value!r}")
-        if getattr(args, key) is None:  # every train flag defaults to None, so None means "not given"
-            setattr(args, key, value)
-
-
-def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
-    """One flag per RLConfig field (the dataclass is the single source of truth for names and defaults)."""
-    import dataclasses
-
-    from softviz.config import RLConfig
-
-    for f in dataclasses.fields(RLConfig):
-        flag = "--" + f.name.replace("_", "-")
-        # argument types check the syntax (an integer, a finite number, true/false); RLConfig the ranges
-        if f.name == "trace_steps":
-            p.add_argument(flag, type=_int_list(1, empty_ok=True), default=None,
-                           help="comma-separated steps whose rollouts are saved as Traces")
-        elif f.name == "epsilon":
-            p.add_argument(flag, type=_finite_float, default=None, help="PPO-style ratio clip (default: none)")
-        elif f.name == "micro_batch":
-            p.add_argument(flag, type=_int_at_least(1), default=None,
-                           help="rollouts per forward-backward pass; gradients accumulate, the step is the same "
-                                "(default: all rollouts of a step at once)")
-        elif f.name == "noise_scale":
-            p.add_argument(flag, type=_finite_float, default=None,
-                           help="γ of soft/fuzzy rollouts (default: the preset's 0.33)")
-        elif isinstance(f.default, bool):
-            p.add_argument(flag, type=_bool, default=None, metavar="{true,false}", help=f"(default: {f.default})")
-        elif isinstance(f.default, int):
-            p.add_argument(flag, type=_int_at_least(None), default=None, help=f"(default: {f.default})")
-        elif isinstance(f.default, float):
-            p.add_argument(flag, type=_finite_float, default=None, help=f"(default: {f.default})")
-        else:
-            p.add_argument(flag, type=type(f.default), default=None, help=f"(default: {f.default})")
 
 
 def main(argv=None) -> int:

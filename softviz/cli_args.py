@@ -112,3 +112,67 @@ def _check_output(flag: str, path: str, *, folder: bool) -> None:
             if not os.access(parent, os.W_OK | os.X_OK):
                 raise ValueError(f"{flag} {path}: {parent} is not writable")
             return
+
+
+def _apply_config_file(args) -> None:
+    """Fill the train flags not given on the command line from `--config FILE`: a JSON object of RLConfig
+    fields plus an optional "model" (configs/ holds the paper's settings). Flags given on the command line win."""
+    if args.config is None:
+        return
+    for key, value in _read_config_file(args.config).items():
+        if getattr(args, key) is None:  # every train flag defaults to None, so None means "not given"
+            setattr(args, key, value)
+
+
+def _read_config_file(path: str) -> dict:
+    """`--config FILE`: a JSON object of RLConfig fields plus an optional "model", keys and booleans checked."""
+    import dataclasses
+    import json
+
+    from softviz.config import RLConfig
+
+    try:
+        settings = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path}: {err}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of settings")
+    fields = {f.name: f for f in dataclasses.fields(RLConfig)}
+    allowed = ["model", *fields]
+    for key, value in settings.items():
+        if key not in allowed:
+            raise ValueError(f"--config {path}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+        if key in fields and isinstance(fields[key].default, bool) and not isinstance(value, bool):
+            raise ValueError(f"--config {path}: {key} must be true or false, got {value!r}")
+    return settings
+
+
+def _add_rl_arguments(p: argparse.ArgumentParser) -> None:
+    """One flag per RLConfig field (the dataclass is the single source of truth for names and defaults)."""
+    import dataclasses
+
+    from softviz.config import RLConfig
+
+    for f in dataclasses.fields(RLConfig):
+        flag = "--" + f.name.replace("_", "-")
+        # argument types check the syntax (an integer, a finite number, true/false); RLConfig the ranges
+        if f.name == "trace_steps":
+            p.add_argument(flag, type=_int_list(1, empty_ok=True), default=None,
+                           help="comma-separated steps whose rollouts are saved as Traces")
+        elif f.name == "epsilon":
+            p.add_argument(flag, type=_finite_float, default=None, help="PPO-style ratio clip (default: none)")
+        elif f.name == "micro_batch":
+            p.add_argument(flag, type=_int_at_least(1), default=None,
+                           help="rollouts per forward-backward pass; gradients accumulate, the step is the same "
+                                "(default: all rollouts of a step at once)")
+        elif f.name == "noise_scale":
+            p.add_argument(flag, type=_finite_float, default=None,
+                           help="γ of soft/fuzzy rollouts (default: the preset's 0.33)")
+        elif isinstance(f.default, bool):
+            p.add_argument(flag, type=_bool, default=None, metavar="{true,false}", help=f"(default: {f.default})")
+        elif isinstance(f.default, int):
+            p.add_argument(flag, type=_int_at_least(None), default=None, help=f"(default: {f.default})")
+        elif isinstance(f.default, float):
+            p.add_argument(flag, type=_finite_float, default=None, help=f"(default: {f.default})")
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=f"(default: {f.default})")

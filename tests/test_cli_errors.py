@@ -148,7 +148,9 @@ def test_runs_with_the_same_folder_name_keep_both_curves(paths, capsys):
 @pytest.mark.parametrize("text, value", [("true", True), ("TRUE", True), ("1", True), ("Yes", True),
                                          ("false", False), ("False", False), ("0", False), ("no", False)])
 def test_booleans_are_parsed_strictly(text, value):
-    assert cli._bool(text) is value
+    from softviz.cli_args import _bool
+
+    assert _bool(text) is value
 
 
 def test_os_errors_name_the_path(monkeypatch, capsys):

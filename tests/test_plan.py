@@ -89,3 +89,10 @@ def test_cli_plan_prints_both_strategies_and_whether_they_fit(capsys):
     plan = memory_plan(load_architecture("llama-3.1-8b-instruct"), **{**BATCH, "max_answer_tokens": 32},
                        micro_batch=8, processes=8, strategy="fsdp")
     assert format_plan(plan).splitlines()[-1] in out
+
+
+def test_cli_plan_reads_its_config_as_train_does(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": "x", "groupsize": 8}')
+    assert main(["plan", "--model", "qwen2.5-3b-instruct", "--config", str(bad)]) == 2
+    assert "unknown key 'groupsize'; allowed keys: model," in capsys.readouterr().err
