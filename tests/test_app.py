@@ -701,6 +701,7 @@ def test_branch_point_buttons_walk_the_library_positions(app, settings, compared
 
 
 def test_rollout_figures_are_drawn_once_per_comparison(app, settings, problem):
+    from softviz.app.compare_tab import _AHEAD, draw_neighbours
     from softviz.app.views import rollout_figures
 
     session = app.Session()
@@ -709,14 +710,51 @@ def test_rollout_figures_are_drawn_once_per_comparison(app, settings, problem):
     result = session.compare
     assert set(result["figures"]) == {("hard", 0), ("soft", 0)}  # rollout 0's, from the comparison itself
     views = app.on_rollout(2, settings, session)
-    assert set(result["figures"]) == {(m, b) for m in ("hard", "soft") for b in (0, 2)}
+    drawn = {(m, b) for m in ("hard", "soft") for b in (0, 2)}
+    assert drawn <= set(result["figures"]) <= drawn | {(m, b) for m in ("hard", "soft") for b in (1, 3)}
     for view, label in zip(views, ("hard", "soft")):
         fresh = rollout_figures(result["traces"][label], 2)
         assert view.soft_text == fresh.soft_text
         assert view.mixture.to_json() == fresh.mixture.to_json() and view.noise.to_json() == fresh.noise.to_json()
     assert app.on_rollout(2, settings, session)[0] is views[0]  # kept: sent again, not drawn again
+    _AHEAD.submit(lambda: None).result()  # the draw-ahead thread has drawn the neighbours, rollouts 1 and 3
+    assert set(result["figures"]) == {(m, b) for m in ("hard", "soft") for b in (0, 1, 2, 3)}
+    for label in ("hard", "soft"):
+        ahead = result["figures"][(label, 3)]
+        assert ahead.mixture.to_json() == rollout_figures(result["traces"][label], 3).mixture.to_json()
+    assert app.on_rollout(3, settings, session)[0] is result["figures"][("hard", 3)]  # drawn ahead: only sent
+    _AHEAD.submit(lambda: None).result()
+    for key in [("hard", 0), ("soft", 0)]:
+        del result["figures"][key]
+    change = session.rollout_changes
+    draw_neighbours(session, result, 1, change - 1, delay=0)  # the visitor has changed rollout since: nothing
+    assert ("hard", 0) not in result["figures"]
+    session.compare = {"traces": {}}  # the visitor's next comparison: nothing more is drawn for the last one
+    draw_neighbours(session, result, 1, change, delay=0)
+    assert ("hard", 0) not in result["figures"] and ("soft", 0) not in result["figures"]
+    session.compare = result
+    draw_neighbours(session, result, 1, change, delay=0)
+    assert ("hard", 0) in result["figures"] and ("soft", 2) in result["figures"]
     assert views[2].soft_text == "" and views[2].mixture is None  # unused columns stay blank
     session.close()
+
+
+def test_column_figures_have_fixed_margins_wide_enough_for_their_labels(app, compared):
+    """A column's figures are drawn with margins set here, not by plotly's automargin (which draws each twice); the
+    left margin fits the heatmap's longest rollout label, and the top one the gr.Plot label and the title."""
+    from softviz.app.views import heatmap, label_room, rollout_figures
+
+    trace = next(iter(compared[0].compare["traces"].values()))
+    view = rollout_figures(trace, 1)
+    heat = heatmap(trace, 1.0)
+    for fig in (view.mixture, view.noise, heat):
+        axes = {k: v for k, v in fig.layout.to_plotly_json().items() if k.startswith(("xaxis", "yaxis"))}
+        assert axes and all(v.get("automargin") is False for v in axes.values())
+        assert fig.layout.margin.t >= label_room(fig.layout.title.text, fig.layout.title.pad.b)
+        assert fig.layout.title.font.size == 13 and fig.layout.autosize and fig.layout.width is None
+    longest = max(len(t) for t in heat.layout.yaxis.ticktext)  # "7: 120 ✓"
+    assert heat.layout.margin.l == 30 + 7 * longest and view.mixture.layout.margin.l == 30 + 7 * 4
+    assert "<br>" in view.mixture.layout.title.text and view.mixture.layout.showlegend is False
 
 
 def test_branch_buttons_say_so_when_there_is_nothing_to_step_to(app, settings, compared, monkeypatch):

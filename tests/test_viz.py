@@ -197,6 +197,26 @@ def test_projection_one_point_per_rollout_and_step(traces):
         viz.projection(traces, color_by="answer")
 
 
+def test_projection_is_svg_up_to_svg_points_then_webgl(traces, monkeypatch):
+    import softviz.viz.across as across
+
+    total = sum(int(t.lengths.sum()) for t in traces.values())
+    assert {d.type for d in viz.projection(traces).data} == {"scatter"}  # a comparison's few hundred points
+    monkeypatch.setattr(across, "SVG_POINTS", total - 1)
+    fig = viz.projection(traces)
+    assert {d.type for d in fig.data} == {"scattergl"} and sum(len(d.x) for d in fig.data) == total
+
+
+def test_figures_share_the_light_template(traces):
+    import plotly.io as pio
+
+    fig = viz.entropy_heatmap(traces["soft"])
+    white = pio.templates["plotly_white"].layout
+    assert fig.layout.template.layout.plot_bgcolor == white.plot_bgcolor
+    assert fig.layout.template.layout.xaxis.gridcolor == white.xaxis.gridcolor
+    assert set(fig.layout.template.data.to_plotly_json()) == {"bar", "heatmap", "scatter", "scattergl"}
+
+
 def test_pass_at_k_figure_uses_the_unbiased_estimator(traces):
     curves = {m: analysis.pass_at_k_curve(*analysis.correct_counts(t)) for m, t in traces.items()}
     fig = viz.pass_at_k(curves)

@@ -3,6 +3,7 @@ modes. Values are named (CompareView); softviz.app.layout lays out and wires the
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import html
 import random
@@ -322,6 +323,27 @@ def cached_rollout(result: dict, label: str, rollout: int) -> RolloutView:
     return cache[key]
 
 
+# One thread for the whole app draws the rollouts next to the one a visitor moved to (people step through rollouts
+# one at a time): at most 2 rollouts x the modes per change, on one core whatever the number of visitors. It waits
+# until the change's own answer has been sent: drawing beside it held the GIL while Gradio serialised that answer
+# (~0.15 s later). As a chained event (.then) it was worse: the page sends no next change until it has finished.
+_AHEAD = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="softviz-draw-ahead")
+AHEAD_DELAY_S = 0.15
+
+
+def draw_neighbours(session: Session, result: dict, rollout: int, change: int, delay: float = AHEAD_DELAY_S) -> None:
+    """After `delay` seconds, draw (cached_rollout) rollouts rollout + 1 and rollout - 1 of every mode of `result`;
+    stop once the visitor has another comparison or has changed rollout again (change: session.rollout_changes
+    when this was asked for)."""
+    time.sleep(delay)
+    for b in (rollout + 1, rollout - 1):
+        for label, trace in result["traces"].items():
+            if session.compare is not result or session.rollout_changes != change:
+                return
+            if 0 <= b < trace.num_rollouts:
+                cached_rollout(result, label, b)
+
+
 @visitor_errors
 def on_rollout(rollout, settings: Settings, session: Session) -> list[RolloutView]:
     """The rollout slider: the per-rollout figures of every column (blank for the unused columns), each drawn
@@ -335,6 +357,10 @@ def on_rollout(rollout, settings: Settings, session: Session) -> list[RolloutVie
             out.append(cached_rollout(result, labels[i], b))
         else:
             out.append(RolloutView())
+    if labels:
+        session.rollout_changes += 1
+        b = clamped("rollout", rollout, 0, result["n"] - 1)
+        _AHEAD.submit(draw_neighbours, session, result, b, session.rollout_changes)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from softviz import viz
 from softviz.config import ALGORITHMS, KINDS, PRESETS
 
 from .compare_tab import (AcrossModes, CompareSlot, CompareView, example_problems, first_problem, hide_export,
@@ -49,9 +50,31 @@ CSS = """
 .sv-mode-column {max-width: calc((100% - 2 * var(--layout-gap, 16px)) / 3);}
 """
 
-# A click on a cell of a mode's entropy heatmap (plotly_click) is written into the hidden #sv-cell box as
-# "column:rollout:step:time", whose input event runs on_cell. gr.Plot has no select event of its own.
-CLICK_JS = """() => {
+# The page's script, run once when it loads:
+# - A click on a cell of a mode's entropy heatmap (plotly_click) is written into the hidden #sv-cell box as
+#   "column:rollout:step:time", whose input event runs on_cell. gr.Plot has no select event of its own.
+# - Each plot drawn once per update: on a new value, Gradio's plot first redraws its old element, then replaces
+#   that element with a new one and draws it again. Plotly.react (and the resize Gradio calls after it) is deferred
+#   to the next frame and skipped for an element no longer in the page, which halves the browser's drawing time of
+#   every comparison and rollout change.
+PAGE_JS = """() => {
+  const drawOnce = () => {
+    const P = window.Plotly;  // loaded with the first plot (the page opens with placeholder figures)
+    if (!P || P.__svDrawOnce) return;
+    P.__svDrawOnce = true;
+    const react = P.react.bind(P), resize = P.Plots.resize.bind(P.Plots);
+    const gone = (gd) => gd instanceof Element && !gd.isConnected;
+    P.react = (gd, ...rest) => new Promise((resolve, reject) => requestAnimationFrame(() => {
+      if (gone(gd)) { resolve(gd); return; }
+      Promise.resolve(react(gd, ...rest)).then(resolve, reject);
+    }));
+    // the resize Gradio asks for after each draw: likewise after the draw, and not for a replaced element (its
+    // check that the element is shown made the browser recompute the page's styles each time)
+    P.Plots.resize = (gd) => new Promise((resolve, reject) => requestAnimationFrame(() => {
+      if (gone(gd)) { resolve(gd); return; }
+      resize(gd).then(resolve, reject);
+    }));
+  };
   const hook = (plot) => {
     if (plot.__svHooked || !plot.on) return;
     plot.__svHooked = true;
@@ -65,7 +88,10 @@ CLICK_JS = """() => {
       box.dispatchEvent(new Event('input', {bubbles: true}));
     });
   };
-  const scan = () => document.querySelectorAll('[class*="sv-heat-"] .js-plotly-plot').forEach(hook);
+  const scan = () => {
+    drawOnce();
+    document.querySelectorAll('[class*="sv-heat-"] .js-plotly-plot').forEach(hook);
+  };
   new MutationObserver(scan).observe(document.body, {childList: true, subtree: true});
   scan();
 }"""
@@ -78,7 +104,7 @@ def placeholder_figure():
 
     fig = go.Figure()
     fig.add_annotation(text="Press Compare to fill this figure", showarrow=False, font=dict(size=14, color="#888"))
-    fig.update_layout(height=220, template="plotly_white", xaxis_visible=False, yaxis_visible=False,
+    fig.update_layout(height=220, template=viz.template(), xaxis_visible=False, yaxis_visible=False,
                       margin=dict(t=10, b=10, l=10, r=10))
     return fig
 

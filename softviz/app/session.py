@@ -36,6 +36,7 @@ class Session:
     compare: dict | None = None  # prompt, gold, traces {label: Trace}, files {label: path}, seconds
     explore: Trace | None = None
     selection: dict | None = None  # Compare's selected step: {"mode", "rollout", "step"}
+    rollout_changes: int = 0  # rollout slider changes so far (a newer one stops drawing the last one's neighbours)
     runs: list = dataclasses.field(default_factory=list)  # every kept fine-tune of this session, oldest first
     run_count: int = 0  # fine-tunes started in this session (numbers the runs' labels)
     train_requested_at: float | None = None  # when Train was pressed (time.monotonic()); the run may wait in the queue

@@ -107,31 +107,49 @@ def responsive(fig, narrow: bool = False):
     """Let the page size a figure to its container (viz figures may carry a fixed width for notebooks).
 
     `narrow`: for a mode's column (~450 px): a smaller title and no grey note lines (viz's "notes" annotation),
-    which would run off the figure; the column's gr.Plot labels say what they said."""
+    which would run off the figure; the column's gr.Plot labels say what they said. Margins are fixed, not found
+    by plotly: its automargin draws a figure twice (once to measure the tick labels), which doubled the time a
+    column's figures take to redraw on every rollout or step change. The changes go in one update_layout (each
+    costs plotly a few ms of validation, and a rollout change draws six of these figures)."""
     if fig is None:
         return None
-    fig.update_layout(width=None, autosize=True)
-    if narrow:
-        kept = [a for a in fig.layout.annotations if a.name != "notes"]
-        if len(kept) < len(fig.layout.annotations):
-            below = 26 if kept else 8  # subplot titles sit between the title and the plot area
-            fig.layout.annotations = kept
-            fig.update_layout(title=dict(pad=dict(b=below + 4)), margin=dict(t=52 + below))
-        title = fig.layout.title.text or ""
-        if " — " in title:  # "what — which rollout" on two lines: one line runs off a column. The title anchors on
-            # its first line, so the second needs the room of one line above the plot area
-            fig.update_layout(title_text=title.replace(" — ", "<br>", 1),
-                              title_pad_b=(fig.layout.title.pad.b or 0) + 17, margin_t=fig.layout.margin.t + 17)
-        fig.update_layout(title_font_size=13, margin=dict(l=50, r=10))
-        clear_label(fig)
+    if not narrow:
+        return fig.update_layout(width=None, autosize=True)
+    layout = fig.layout
+    kept = [a for a in layout.annotations if a.name != "notes"]
+    pad_b, margin_t = layout.title.pad.b or 0, layout.margin.t or 0
+    if len(kept) < len(layout.annotations):
+        below = 26 if kept else 8  # subplot titles sit between the title and the plot area
+        fig.layout.annotations = kept
+        pad_b, margin_t = below + 4, 52 + below
+    title = layout.title.text or ""
+    if " — " in title:  # "what — which rollout" on two lines: one line runs off a column. The title anchors on its
+        # first line, so the second needs the room of one line above the plot area
+        title = title.replace(" — ", "<br>", 1)
+        pad_b, margin_t = pad_b + 17, margin_t + 17
+    axes = [k for k in layout.to_plotly_json() if k.startswith(("xaxis", "yaxis"))] or ["xaxis", "yaxis"]
+    fig.update_layout({"width": None, "autosize": True, "title_text": title or None, "title_font_size": 13,
+                       "title_pad_b": pad_b, "margin_t": max(margin_t, label_room(title, pad_b)),
+                       "margin_l": left_margin(fig), "margin_r": 10, **{f"{a}_automargin": False for a in axes}})
     return fig
 
 
+def left_margin(fig) -> int:
+    """Pixels left of the plot area for the y axes' tick labels and title (12 px font: ~7 px a character)."""
+    longest = max((len(str(t)) for k, v in fig.layout.to_plotly_json().items() if k.startswith("yaxis")
+                   for t in (v.get("ticktext") or ())), default=0)
+    return 30 + 7 * max(4, longest)  # numbers: "0.25", "> 5"
+
+
+def label_room(title: str, pad_b: float) -> int:
+    """The top margin a titled figure needs to clear the gr.Plot label drawn across its top (about 40 px): the
+    title, which ends pad_b above the plot area, starts below the label."""
+    return int(pad_b + 17 * (1 + title.count("<br>")) + 48)
+
+
 def clear_label(fig) -> None:
-    """Room over a titled figure for the gr.Plot label drawn across its top (about 40 px): the title, which ends
-    pad.b above the plot area, starts below the label."""
-    lines = 1 + (fig.layout.title.text or "").count("<br>")
-    need = (fig.layout.title.pad.b or 0) + 17 * lines + 48
+    """Room over a titled figure for the gr.Plot label (label_room)."""
+    need = label_room(fig.layout.title.text or "", fig.layout.title.pad.b or 0)
     if (fig.layout.margin.t or 0) < need:
         fig.update_layout(margin_t=need)
 
@@ -248,10 +266,12 @@ def rollout_figures(trace: Trace, rollout, step: int | None = None) -> RolloutVi
     # names every token); leaving them out also halves the browser's drawing time
     mixture = responsive(viz.mixture_topk(trace, rollout=b, k=5, selected_step=step, bar_labels=False,
                                           token_row=n <= 24), narrow=True)
-    if n <= 24:  # the row of tokens over the bars takes ~25 px under the title
-        mixture.update_layout(title_pad_b=mixture.layout.title.pad.b + 25, margin_t=mixture.layout.margin.t + 25)
-        clear_label(mixture)
-    mixture.update_layout(showlegend=False)  # ranks stack bottom-up, hover names them; a legend would fill the column
+    # the row of tokens over the bars takes ~25 px under the title; ranks stack bottom-up and hover names them (a
+    # legend would fill the column)
+    row = 25 if n <= 24 else 0
+    pad_b = mixture.layout.title.pad.b + row
+    mixture.update_layout(title_pad_b=pad_b, showlegend=False,
+                          margin_t=max(mixture.layout.margin.t + row, label_room(mixture.layout.title.text, pad_b)))
     noise = responsive(viz.noise_shift(trace, rollout=b, selected_step=step), narrow=True)
     return RolloutView(soft_text=viz.soft_text_html(trace, rollout=b, k=3, selected_step=step), mixture=mixture,
                        noise=noise)

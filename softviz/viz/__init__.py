@@ -7,12 +7,12 @@ from softviz.viz.entropy import BAND_NAMES, MAX_HOVER_CELLS, entropy_before_afte
 from softviz.viz.grid import side_by_side
 from softviz.viz.matrix import matrix_entropy_profiles, matrix_pass_at_k
 from softviz.viz.rollout import mixture_topk, noise_shift, soft_text_html
-from softviz.viz.style import ENTROPY_TITLE, MODE_COLOURS, RANK_COLOURS, TEMPLATE
+from softviz.viz.style import ENTROPY_TITLE, MODE_COLOURS, RANK_COLOURS, template
 from softviz.viz.training import TRAINING_PANELS, method_curves, training_curves
 
 __all__ = [
-    "BAND_NAMES", "ENTROPY_TITLE", "MAX_HOVER_CELLS", "MODE_COLOURS", "RANK_COLOURS", "TEMPLATE", "TRAINING_PANELS",
+    "BAND_NAMES", "ENTROPY_TITLE", "MAX_HOVER_CELLS", "MODE_COLOURS", "RANK_COLOURS", "TRAINING_PANELS",
     "diversity", "entropy_before_after", "entropy_heatmap", "entropy_profiles", "matrix_entropy_profiles",
     "matrix_pass_at_k", "mixture_topk", "noise_shift", "pass_at_k", "projection", "side_by_side", "soft_text_html",
-    "trajectory_distance_heatmap", "training_curves", "method_curves",
+    "template", "trajectory_distance_heatmap", "training_curves", "method_curves",
 ]

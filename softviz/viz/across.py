@@ -9,7 +9,7 @@ import numpy as np
 
 from softviz import analysis
 from softviz.trace import Trace
-from softviz.viz.style import (_SYMBOLS, TEMPLATE, _colours, _esc, _go, _head, _one_trace, _rollout_ticks,
+from softviz.viz.style import (template, _SYMBOLS, _colours, _esc, _go, _head, _one_trace, _rollout_ticks,
                                _short)
 
 
@@ -73,7 +73,7 @@ def diversity(traces: Mapping[str, Trace] | Trace, *, gold: str | Sequence[str] 
                              hovertemplate="%{x}: %{text} rollouts correct<extra></extra>"), 1, 2)
     per = ", ".join(f"{lb} {totals[lb]}" for lb in labels)
     _head(fig, title or f"Final answers across rollouts (rollouts per mode: {per})", notes, subplot_titles=True)
-    fig.update_layout(barmode="group", template=TEMPLATE, height=460)
+    fig.update_layout(barmode="group", template=template(), height=460)
     fig.update_xaxes(title_text="final answer (✓ gold, ✗ wrong)" if known else "final answer", type="category",
                      tickmode="array", tickvals=ticks, ticktext=short, row=1, col=1)
     fig.update_yaxes(title_text="rollouts", row=1, col=1)
@@ -111,7 +111,7 @@ def trajectory_distance_heatmap(trace: Trace, *, max_rollouts: int = 64, title: 
                                hovertemplate="%{text}<extra></extra>", hoverongaps=False))
     main = title or f"Distance between rollouts' fed-input trajectories — {analysis.trace_label(trace)}, {B} rollouts"
     _head(fig, main, notes)
-    fig.update_layout(template=TEMPLATE, height=max(380, 160 + 14 * rows),
+    fig.update_layout(template=template(), height=max(380, 160 + 14 * rows),
                       coloraxis=dict(colorscale="Magma", reversescale=True, cmin=0,
                                      colorbar=dict(title=dict(text="mean L2<br>distance", side="right"))))
     ticks = _rollout_ticks(trace, rows)
@@ -119,6 +119,9 @@ def trajectory_distance_heatmap(trace: Trace, *, max_rollouts: int = 64, title: 
                      **({"ticktext": [str(b) for b in range(rows)]} if ticks else {}))
     fig.update_yaxes(title_text="rollout: final answer" if ticks else "rollout", autorange="reversed", **ticks)
     return fig
+
+
+SVG_POINTS = 3000  # projection(): at most this many points drawn as SVG, more with WebGL
 
 
 def projection(traces: Mapping[str, Trace] | Trace, color_by: str = "mode", method: str = "pca", *,
@@ -130,8 +133,8 @@ def projection(traces: Mapping[str, Trace] | Trace, color_by: str = "mode", meth
         color_by: "mode" (one colour per label), "rollout" or "step" (a colour scale; one marker symbol per mode).
         method: "pca" (fast) or "umap" (slow on CPU; imported lazily).
         max_points: above this many points a random subset is shown (default 10 000 PCA, 3 000 UMAP).
-    Returns: a Figure with one Scattergl per mode, named by its label; customdata columns: rollout, step,
-        shadow token, nearest token.
+    Returns: a Figure with one scatter trace per mode, named by its label (SVG Scatter up to SVG_POINTS points in
+        all, WebGL Scattergl above); customdata columns: rollout, step, shadow token, nearest token.
     """
     if color_by not in ("mode", "rollout", "step"):
         raise ValueError(f"color_by must be 'mode', 'rollout' or 'step', got {color_by!r}")
@@ -141,6 +144,9 @@ def projection(traces: Mapping[str, Trace] | Trace, color_by: str = "mode", meth
     total, shown = info["total"], info["shown"]
     colours = _colours(list(traces))
     data = []
+    # WebGL pays off only for thousands of points: without a GPU (a headless or remote browser) the browser
+    # renders it in software, and a comparison's ~500 points took 160-700 ms to draw against ~15 ms as SVG
+    scatter = go.Scatter if shown <= SVG_POINTS else go.Scattergl
     for i, lb in enumerate(traces):
         sel = table["mode"] == lb
         if color_by == "mode":
@@ -148,7 +154,7 @@ def projection(traces: Mapping[str, Trace] | Trace, color_by: str = "mode", meth
         else:
             marker = dict(color=table[color_by][sel], coloraxis="coloraxis", size=5, opacity=0.75,
                           symbol=_SYMBOLS[i % len(_SYMBOLS)])
-        data.append(go.Scattergl(x=table["x"][sel], y=table["y"][sel], mode="markers", name=lb, marker=marker,
+        data.append(scatter(x=table["x"][sel], y=table["y"][sel], mode="markers", name=lb, marker=marker,
                                  customdata=np.stack([table["rollout"][sel], table["step"][sel], table["token"][sel],
                                                       table["nearest"][sel]], -1),
                                  hovertemplate=(f"<b>{_esc(lb)}</b><br>rollout %{{customdata[0]}} · step "
@@ -168,7 +174,7 @@ def projection(traces: Mapping[str, Trace] | Trace, color_by: str = "mode", meth
         step = color_by == "step"
         fig.update_layout(coloraxis=dict(colorscale="Viridis" if step else "Turbo",
                                          colorbar=dict(title=dict(text="CoT step" if step else "rollout"))))
-    fig.update_layout(template=TEMPLATE, height=520, legend=legend)
+    fig.update_layout(template=template(), height=520, legend=legend)
     share = info["explained"] or [None, None]
     for i, axis in enumerate((fig.update_xaxes, fig.update_yaxes)):
         axis(title_text=f"PC {i + 1} ({share[i]:.0%} of the variance)" if method == "pca" else f"UMAP {i + 1}")
@@ -199,7 +205,7 @@ def pass_at_k(curves: Mapping[str, Mapping[int, float]], *, title: str | None = 
     fig = go.Figure(data)
     _head(fig, title or "pass@k: chance that at least one of k samples is correct",
           ["unbiased estimator from n samples per problem (Chen et al. 2021), mean over problems"])
-    fig.update_layout(template=TEMPLATE, height=400)
+    fig.update_layout(template=template(), height=400)
     ks = sorted(ks)
     fig.update_xaxes(title_text="k (samples)", type="log", tickmode="array", tickvals=ks, ticktext=[str(k) for k in ks])
     fig.update_yaxes(title_text="pass@k", tickformat=".0%", range=[0, 1.02])

@@ -11,7 +11,7 @@ import numpy as np
 
 from softviz import analysis
 from softviz.trace import Trace
-from softviz.viz.style import (ENTROPY_TITLE, TEMPLATE, _colours, _esc, _go, _head, _one_trace, _rollout_ticks,
+from softviz.viz.style import (template, ENTROPY_TITLE, _colours, _esc, _go, _head, _one_trace, _rollout_ticks,
                                _token_text)
 
 MAX_HOVER_CELLS = 16_384  # heatmap cells (32 rollouts × 512 steps) above which hover lists only the top token
@@ -80,7 +80,7 @@ def entropy_heatmap(trace: Trace, title: str | None = None, *, field: str = "ent
     _head(fig, main, notes)
     top = zmax if zmax is not None else float(np.nanmax(H)) if np.isfinite(H).any() else 1.0
     colorbar = dict(title=dict(text=ENTROPY_TITLE[field].replace(" (", "<br>("), side="right"))
-    fig.update_layout(template=TEMPLATE, height=max(320, 120 + 14 * rows),
+    fig.update_layout(template=template(), height=max(320, 120 + 14 * rows),
                       coloraxis=dict(colorscale="Viridis", cmin=0, cmax=top, colorbar=colorbar))
     fig.update_xaxes(title_text="CoT step (0 = first thought token)", range=[-0.5, x[-1] + pool - 0.5])
     ticks = _rollout_ticks(trace, rows)
@@ -184,7 +184,7 @@ def _profiles_figure(series: dict, field: str, band: str, show_count: bool, main
                                                                      "still in their CoT<extra></extra>"), row=2, col=1)
     notes = [f"line: mean over the rollouts still in their CoT · band: {BAND_NAMES[band]}", note]
     _head(fig, main, notes)
-    fig.update_layout(template=TEMPLATE, height=480 if show_count else 400,
+    fig.update_layout(template=template(), height=480 if show_count else 400,
                       hovermode="x unified" if len(series) <= 6 else "closest",
                       legend=dict(orientation="h", y=-0.18))
     fig.update_yaxes(title_text=ENTROPY_TITLE[field], rangemode="tozero", row=1, col=1)

@@ -6,7 +6,7 @@ from typing import Callable, Mapping
 
 from softviz import analysis
 from softviz.trace import Trace
-from softviz.viz.style import TEMPLATE, _esc, _head
+from softviz.viz.style import template, _esc, _head
 
 
 _AXIS_KEEP = ("title", "type", "range", "autorange", "tickmode", "tickvals", "ticktext", "tickformat", "rangemode",
@@ -79,7 +79,7 @@ def side_by_side(fn: Callable, traces: Mapping[str, Trace], *, title: str | None
     _share_colour_axis(grid, figs)
     _head(grid, (title or _plain_title(first).split(" — ")[0]) + " — side by side", _merge_notes(figs),
           subplot_titles=True)
-    grid.update_layout(template=TEMPLATE, height=first.layout.height or 450, barmode=first.layout.barmode,
+    grid.update_layout(template=template(), height=first.layout.height or 450, barmode=first.layout.barmode,
                        bargap=first.layout.bargap, legend=first.layout.legend, uniformtext=first.layout.uniformtext)
     return grid
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from softviz.viz.style import TEMPLATE, _colours, _esc, _go, _head
+from softviz.viz.style import template, _colours, _esc, _go, _head
 
 
 def matrix_pass_at_k(summary: Mapping, ks: Sequence[int] = (1, 32)):
@@ -40,7 +40,7 @@ def matrix_pass_at_k(summary: Mapping, ks: Sequence[int] = (1, 32)):
           [f"bars: mean over {seeds} seed(s), error bars: std; greedy = argmax tokens or σ = 0 at the mode's τ; "
            f"sample = τ with noise; {summary['config']['problems']} problems, {summary['config']['samples']} samples"],
           subplot_titles=True)
-    fig.update_layout(barmode="group", template=TEMPLATE, height=440, width=520 * len(ks),
+    fig.update_layout(barmode="group", template=template(), height=440, width=520 * len(ks),
                       legend=dict(orientation="h", y=-0.22))
     return fig
 
@@ -67,6 +67,6 @@ def matrix_entropy_profiles(summary: Mapping):
         notes.append(f"shown up to 1.6x the mean CoT length ({max(lengths.values()):.0f} tokens); "
                      "later steps are reached by few rollouts")
     _head(fig, "CoT entropy per position after training (hard sampling, τ = 1)", notes)
-    fig.update_layout(template=TEMPLATE, height=400, width=760, xaxis_title="CoT step",
+    fig.update_layout(template=template(), height=400, width=760, xaxis_title="CoT step",
                       yaxis_title="entropy of p (nats)", legend=dict(orientation="h", y=-0.25))
     return fig

@@ -10,7 +10,7 @@ import numpy as np
 
 from softviz import analysis
 from softviz.trace import Trace
-from softviz.viz.style import (RANK_COLOURS, TEMPLATE, _go, _head, _one_trace, _rollout_title, _token_text,
+from softviz.viz.style import (template, RANK_COLOURS, _go, _head, _one_trace, _rollout_title, _token_text,
                                visible)
 
 
@@ -76,7 +76,7 @@ def mixture_topk(trace: Trace, rollout: int = 0, *, k: int | None = None, max_st
     if shown < n:
         notes.append(f"showing the first {shown} of {n} steps")
     _head(fig, title or f"Top-{k} mixture weights per CoT step — {title_rollout}", notes)
-    fig.update_layout(barmode="stack", bargap=0.08, template=TEMPLATE, height=500,
+    fig.update_layout(barmode="stack", bargap=0.08, template=template(), height=500,
                       uniformtext=dict(minsize=8, mode="hide"),
                       legend=dict(traceorder="normal", orientation="h", y=-0.18))
     _mark_step(fig, selected_step)
@@ -149,7 +149,7 @@ def noise_shift(trace: Trace, rollout: int = 0, *, max_steps: int = 512, title: 
     if n < int(trace.lengths[rollout]):
         notes.append(f"showing the first {n} of {int(trace.lengths[rollout])} steps")
     _head(fig, title or f"How far the fed input is from the vocabulary — {title_rollout}", notes, subplot_titles=True)
-    fig.update_layout(template=TEMPLATE, height=520, legend=dict(orientation="h", y=-0.14))
+    fig.update_layout(template=template(), height=520, legend=dict(orientation="h", y=-0.14))
     low = float(np.nanmin(top1)) if n and np.isfinite(top1).any() else 1.0
     span = {"range": [min(0.5, math.floor(10 * low - 1) / 10), 1.03]} if cosine else {}
     fig.update_yaxes(title_text=metric, row=1, col=1, **span)

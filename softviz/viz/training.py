@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from softviz.viz.style import TEMPLATE, _go
+from softviz.viz.style import template, _go
 
 # Metric name -> axis title. Names are train()'s (TRL's where they mean the same).
 TRAINING_PANELS = {
@@ -75,7 +75,7 @@ def training_curves(runs: Mapping[str, Sequence[Mapping]] | Sequence[Mapping],
             # steps are whole numbers: no tick at 0.5 or 1.5 when a run has only a few
             new.update_xaxes(title_text="step", row=1, col=col, tick0=0, tickformat="d",
                              dtick=max(1, math.ceil(max(steps) / 8)) if steps else 1)
-    new.update_layout(title=title, height=360, width=330 * len(keys), template=TEMPLATE, uirevision="training",
+    new.update_layout(title=title, height=360, width=330 * len(keys), template=template(), uirevision="training",
                       legend=dict(orientation="h", y=-0.25))
     if fig is None:
         return new
@@ -129,7 +129,7 @@ def method_curves(summary: Mapping, title: str | None = None, gain: bool = False
                                                "± %{customdata:.1f}<extra></extra>"))
     fig.update_layout(title=dict(text=f"{title}<br><sup>{validation} validation on {summary['config']['eval_size']} "
                                       f"problems; mean over seeds, band: 95% t-interval (from {MIN_BAND_SEEDS} seeds)</sup>"),
-                      template=TEMPLATE, height=440, width=760, legend=dict(orientation="h", y=-0.2),
+                      template=template(), height=440, width=760, legend=dict(orientation="h", y=-0.2),
                       xaxis_title="RL step", yaxis_title="greedy validation gain (points)" if gain else
                       "greedy validation accuracy (%)")
     if gain:
