@@ -271,6 +271,12 @@ def cmd_train(args) -> None:
     fields = {f.name for f in dataclasses.fields(RLConfig)}
     cfg = RLConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     get_task(cfg.task)  # an unknown task fails now, not after the model has loaded
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # the processes meet before loading: under FSDP's RAM-efficient loading only the first reads the weights
+        import torch
+        from accelerate import PartialState
+
+        PartialState(cpu=not torch.cuda.is_available())
     model, tok = load_model(args.model, device=args.device)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, one process prints
     if main_process:
@@ -280,6 +286,12 @@ def cmd_train(args) -> None:
             keys = ["step", "reward", "accuracy", "entropy", "loss", "grad_norm", "val/greedy_accuracy", "step_time"]
             print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in keys if k in m}),
                   flush=True)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # leave together: a process that exits with the group still
+        # up can abort in gloo's threads ("terminate called without an active exception")
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
+        PartialState().destroy_process_group()
     if main_process and args.output_dir is not None:
         from softviz.train import BEST, FINAL
 

@@ -13,6 +13,7 @@ Each row owns a torch.Generator seeded from (seed, prompt, sample): a rollout re
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import hashlib
 import os
@@ -81,6 +82,24 @@ class Rollouts:
                                    cot_actions={k: v[sl] for k, v in self.cot_actions.items()}, trace=None)
 
 
+# Under FSDP every forward gathers each block's weights from all processes, so every process must run the same
+# number of forwards. lock_step(fn) makes the decode loop ask fn(this process still has a running row) -> whether
+# any process does: a process whose rows have all ended keeps stepping (on padding) until every process is done.
+_STILL_RUNNING: contextvars.ContextVar[Callable[[bool], bool] | None] = contextvars.ContextVar(
+    "softviz_still_running", default=None)
+
+
+@contextlib.contextmanager
+def lock_step(any_running: Callable[[bool], bool]):
+    """Within the block, generate() runs its decode loop in lock-step with the other processes: it stops when
+    `any_running(local_running)` (e.g. an all-reduced max) says that no process has a running row."""
+    token = _STILL_RUNNING.set(any_running)
+    try:
+        yield
+    finally:
+        _STILL_RUNNING.reset(token)
+
+
 def rollout_seed(seed: int, prompt_index: int, sample_index: int) -> int:
     """A stable 63-bit seed for one rollout, derived from (seed, prompt, sample), so any rollout replays alone."""
     digest = hashlib.sha256(f"softviz:{seed}:{prompt_index}:{sample_index}".encode()).digest()
@@ -89,8 +108,14 @@ def rollout_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 def embedding_matrix(model) -> Tensor:
     """The effective input-embedding matrix E (V, d): the weight times any scale the embedding module applies
-    (Gemma scales by √d inside its embedding module, which `inputs_embeds` would bypass)."""
+    (Gemma scales by √d inside its embedding module, which `inputs_embeds` would bypass).
+
+    Under FSDP the weight is a shard: its group is gathered first (`unshard`, a collective every process makes
+    at the same point), so E is the whole matrix and the gradients of p·E land in the group's reduce-scatter."""
     emb = model.get_input_embeddings()
+    if type(emb.weight).__name__ == "DTensor":
+        owner = emb if hasattr(emb, "unshard") else model  # its own unit (softviz.sharding), or the root's
+        owner.unshard()
     scale = getattr(emb, "embed_scale", None)
     E = emb.weight
     return E * scale.to(E.dtype) if isinstance(scale, Tensor) else (E * scale if scale else E)
@@ -323,6 +348,7 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowS
         logits, mask, pos = logits[row_to_prompt], mask[row_to_prompt], pos[row_to_prompt]
     next_pos = pos[:, -1] + 1
     B, per_step = len(row_ids), []
+    still_running = _STILL_RUNNING.get()
     for step in range(max_steps):
         if not bool(torch.isfinite(logits[(state.phase != DONE).to(device)]).all()):
             raise ValueError(f"the model returned non-finite logits (inf or NaN) at decode step {step} in "
@@ -361,7 +387,10 @@ def _decode(model, row_ids, pad_id, eos_id, E, sigma, policy, gens, state: _RowS
             inp[torch.tensor(hard_rows, device=device)] = embed(torch.tensor(hard_ids, device=device))
         if progress:
             progress(step + 1, max_steps)
-        if bool((state.phase == DONE).all()):
+        running = not bool((state.phase == DONE).all())
+        if still_running is not None:
+            running = still_running(running)
+        if not running:
             break
         mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype, device=device)], dim=1)
         out = model(inputs_embeds=inp[:, None], attention_mask=mask, position_ids=next_pos[:, None],

@@ -137,7 +137,9 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     if model.get_input_embeddings() is None:
         raise ValueError(f"{source!r} has no input-embedding matrix; softviz needs one to mix token embeddings")
     prepare_tokenizer(tokenizer)
-    model.to(device).eval()
+    if not any(p.is_meta for p in model.parameters()):  # FSDP's RAM-efficient loading: only rank 0 holds weights
+        model.to(device)
+    model.eval()
     model.name_or_path = EMBEDDED_NAME if source == str(EMBEDDED_DIR) else str(name_or_path)
     return model, tokenizer
 
@@ -235,9 +237,10 @@ def model_fingerprint(model) -> str | None:
 
 
 def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = None,
-               meta_file: str = "softviz.json") -> Path:
+               meta_file: str = "softviz.json", state_dict: dict | None = None) -> Path:
     """save_pretrained the model and tokenizer (plus optional JSON metadata) into a temporary sibling, then
-    rename it into place: the folder is whole or absent, never half written."""
+    rename it into place: the folder is whole or absent, never half written. `state_dict`: the weights to write
+    instead of the model's own (a sharded model's, gathered whole)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"cannot save the model to {folder}: it is a file; choose a folder path")
@@ -245,7 +248,7 @@ def save_model(model, tokenizer, folder: str | os.PathLike, meta: dict | None = 
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; model folders are meant to be shared
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **({"state_dict": state_dict} if state_dict else {}))
         tokenizer.save_pretrained(tmp)
         if meta is not None:
             (tmp / meta_file).write_text(json.dumps(meta, indent=2) + "\n")

@@ -11,6 +11,7 @@ greedy validation keeps the best model (paper §4, "model selection"). The math 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -23,11 +24,11 @@ from typing import Callable, Iterator
 
 import torch
 
-from softviz import checks, mixing, rl
+from softviz import checks, mixing, rl, sharding
 from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file, make_folder
-from softviz.generate import embedding_matrix, generate
+from softviz.generate import embedding_matrix, generate, lock_step
 from softviz.models import model_fingerprint, save_model
 from softviz.tasks import get_task
 from softviz.tasks.base import Task
@@ -57,15 +58,59 @@ def cosine_schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict) -> None:
-    """Everything needed to resume exactly, in one file written whole or not at all."""
+def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, par: "Parallel | None" = None) -> None:
+    """Everything needed to resume exactly, in one file written whole or not at all (by the main process).
+    Under FSDP the shards are gathered into whole states first (every process must call this), with the
+    optimizer's state keyed by parameter name."""
+    if par is not None and par.fsdp:
+        model_sd, optim_sd = par.full_state(model, optimizer)
+    else:
+        model_sd, optim_sd = model.state_dict(), optimizer.state_dict()
+    if par is not None and not par.main:
+        return
     with atomic_file(out / CHECKPOINT) as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), **state}, tmp)
+        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(), **state}, tmp)
+
+
+def load_named_optimizer_state(model, optimizer, optim_sd: dict) -> None:
+    """Load an optimizer state keyed by parameter name (get_optimizer_state_dict's full form) into `optimizer`,
+    each state tensor cut like its parameter (a DTensor shard under FSDP; whole otherwise). torch's
+    set_optimizer_state_dict first steps a fresh optimizer with zero gradients to create its state, which left
+    FSDP's gathered embedding without storage in the next backward; this loads the state directly."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    saved = optim_sd.get("state", {})
+    saved_group = {name: g for g in optim_sd.get("param_groups", []) for name in g["params"]}
+    state, groups, index = {}, [], 0
+    for group in optimizer.param_groups:
+        ids = []
+        first = next((n for p in group["params"] for n in names.get(id(p), []) if n in saved_group), None)
+        if first is None:
+            raise ValueError("the checkpoint's optimizer holds none of this model's parameters: it was written "
+                             "for another model; resume with the model the run started from")
+        for p in group["params"]:
+            name = next((n for n in names.get(id(p), []) if n in saved), None)
+            if name is not None:
+                state[index] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+                                if isinstance(p, DTensor) and torch.is_tensor(v) and v.dim() > 0 else v
+                                for k, v in saved[name].items()}
+            ids.append(index)
+            index += 1
+        groups.append({**{k: v for k, v in saved_group[first].items() if k != "params"}, "params": ids})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _by_name(optim_sd) -> bool:
+    """An optimizer state keyed by parameter name (written under FSDP), not by position."""
+    return isinstance(optim_sd, dict) and any(isinstance(k, str) for k in optim_sd.get("state", {}))
 
 
 def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | None = None,
-                    need_ref: bool = False) -> dict:
+                    need_ref: bool = False, par: "Parallel | None" = None) -> dict:
     """Resume from `path`: every check runs before anything is loaded into the model, optimizer or RNG, so a
     refused checkpoint leaves them as they were. `config` (dataclasses.asdict of the run's RLConfig) must
     equal the one the checkpoint was written with."""
@@ -89,8 +134,19 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | N
         _check_state(path, name, state, expected, fix)
     if not isinstance(ck["rng"], torch.Tensor) or ck["rng"].dtype != torch.uint8:
         raise ValueError(f"checkpoint {path} holds a damaged RNG state; {fix}")
-    model.load_state_dict(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
+    sharded = par is not None and par.fsdp
+    if sharded and not _by_name(ck["optimizer"]):
+        raise ValueError(f"checkpoint {path} was written by a run without FSDP (its optimizer state is keyed by "
+                         "position): resume it the way it was run, or start over under FSDP (--restart)")
+    if sharded or _by_name(ck["optimizer"]):
+        if sharded:
+            par.load_full_state(model, optimizer, ck["model"], ck["optimizer"])
+        else:  # written under FSDP, resumed without it
+            model.load_state_dict(ck["model"])
+            load_named_optimizer_state(model, optimizer, ck["optimizer"])
+    else:
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
     scheduler.load_state_dict(ck["scheduler"])
     torch.set_rng_state(ck["rng"])
     return ck
@@ -160,12 +216,61 @@ class Parallel:
     """
 
     def __init__(self):
-        self.acc, self.rank, self.world = None, 0, 1
+        self.acc, self.rank, self.world, self.fsdp = None, 0, 1, False
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
             self.acc = Accelerator(cpu=not torch.cuda.is_available())
             self.rank, self.world = self.acc.process_index, self.acc.num_processes
+            self.fsdp = sharding.fsdp_requested()
+
+    def prepare(self, model):
+        """FSDP: shard the model, and so its gradients and the optimizer's state built from it (softviz.sharding,
+        as the accelerate config says); other layouts keep it whole. Then one forward of one token on every
+        process, so that FSDP knows its root before softviz calls the blocks and the embedding directly."""
+        if not self.fsdp:
+            return model
+        p = sharding.plugin()
+        model = sharding.shard(model, self.acc.device, reshard_after_forward=p.reshard_after_forward is not False,
+                               names=p.transformer_cls_names_to_wrap)
+        with torch.no_grad():
+            model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=self.acc.device))
+        self.reshard(model)
+        return model
+
+    def reshard(self, model) -> None:
+        """FSDP: every unit back to its shards (a unit kept gathered after its forward, or gathered for E,
+        would otherwise hand the optimizer whole tensors)."""
+        if self.fsdp:
+            sharding.reshard(model)
+
+    def lock_step(self):
+        """The context rollouts run in: under FSDP every process steps until no process has a running row."""
+        return lock_step(self.any_running) if self.fsdp else contextlib.nullcontext()
+
+    def any_running(self, running: bool) -> bool:
+        """Whether any process still has a running rollout (FSDP's lock-step rollouts; see generate.lock_step)."""
+        flag = torch.tensor([1.0 if running else 0.0], device=self.acc.device)
+        return bool(self.acc.reduce(flag, reduction="sum").item() > 0)
+
+    def full_state(self, model, optimizer=None) -> tuple[dict, dict | None]:
+        """The whole model's (and the optimizer's) state on the main process, gathered from the shards (a
+        collective: every process calls it; the others get empty dicts). Optimizer state is keyed by parameter
+        name, so a run resumes under any number of processes."""
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd = get_model_state_dict(model, options=opts)
+        return model_sd, (get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None)
+
+    def load_full_state(self, model, optimizer, model_sd: dict, optim_sd: dict) -> None:
+        """Shard whole states (every process holds them) into the model and the optimizer."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        self.reshard(model)  # into the shards themselves (a unit gathered for E would take the values and drop them)
+        set_model_state_dict(model, model_sd, options=StateDictOptions(full_state_dict=True))
+        load_named_optimizer_state(model, optimizer, optim_sd)
 
     @property
     def main(self) -> bool:
@@ -192,7 +297,8 @@ class Parallel:
         return self.acc.gather(t.to(self.acc.device)).cpu()
 
     def mean_grads(self, params) -> None:
-        """All-reduce the gradients to their mean (one flat collective)."""
+        """All-reduce the gradients of `params` to their mean (one flat collective). Under FSDP, pass only the
+        replicated parameters: FSDP reduce-scatters the sharded ones itself."""
         if self.world == 1:
             return
         grads = [p.grad for p in params if p.grad is not None]
@@ -206,6 +312,27 @@ class Parallel:
         keys = [k for k, v in metrics.items() if isinstance(v, float)]
         values = self.acc.reduce(torch.tensor([metrics[k] for k in keys], device=self.acc.device), reduction="mean")
         return {**metrics, **dict(zip(keys, values.tolist()))}
+
+    def clip_grad_norm(self, params, max_norm: float) -> float:
+        """Scale the gradients to a total norm of at most `max_norm`; returns the norm before. Under FSDP the
+        sharded gradients' squares are summed across processes, the replicated ones (equal everywhere) counted
+        once."""
+        params = list(params)
+        if not self.fsdp:
+            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        grads = [p.grad for p in params if p.grad is not None]
+        sharded = [g.to_local() for g in grads if hasattr(g, "to_local")]
+        whole = [g for g in grads if not hasattr(g, "to_local")]
+        def squares(gs):
+            return torch.stack([g.double().pow(2).sum().cpu() for g in gs]).sum() if gs else torch.zeros((), dtype=torch.float64)
+
+        sq = self.acc.reduce(squares(sharded).to(self.acc.device), reduction="sum").cpu() + squares(whole)
+        total = float(sq.sqrt())
+        scale = max_norm / (total + 1e-6)
+        if scale < 1:
+            for g in sharded + whole:
+                g.mul_(scale)
+        return total
 
     def barrier(self) -> None:
         if self.acc is not None:
@@ -245,22 +372,29 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     mode = cfg.rollout_mode
     rl.check_trainable(mode)
     par = Parallel()
+    if par.fsdp and cfg.beta > 0:
+        raise ValueError(f"RLConfig.beta = {cfg.beta}: the KL term's frozen reference model is not sharded under FSDP "
+                         "yet; use beta = 0 (the paper's setting) or a DDP config")
     shard = par.rows(cfg.prompts_per_step, cfg.group_size)
     val = task.examples("validation", cfg.eval_size, seed=cfg.seed)[par.shard(cfg.eval_size, "RLConfig.eval_size")]
-    if par.acc is not None:
+    if par.acc is not None and not par.fsdp:
         model.to(par.acc.device)
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         make_folder(out)
-    # σ₀ of the starting E (paper: σ is fixed): rollouts are drawn with it and the loss scores with what they record
-    sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else 0.0
+    fresh = out is None or not (resume and (out / CHECKPOINT).exists())
+    # the starting model's digest for run.json, read before FSDP shards it (the main process holds it whole)
+    fingerprint = model_fingerprint(model) if fresh and out is not None and par.main else None
+    model = par.prepare(model)  # FSDP: sharded in place; the optimizer's state follows the shards
     optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.warmup_steps, cfg.steps)
+    # σ₀ of the starting E (paper: σ is fixed): rollouts are drawn with it and the loss scores with what they record
+    sigma = mixing.noise_std(embedding_matrix(model).detach(), mode.noise_scale) if mode.policy.uses_noise else 0.0
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
     start, best = 0, -1.0
-    if out is not None and resume and (out / CHECKPOINT).exists():
+    if not fresh:
         ck = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, config=dataclasses.asdict(cfg),
-                             need_ref=ref is not None)
+                             need_ref=ref is not None, par=par)
         start, best, sigma = ck["step"], ck["best"], ck["sigma"]
         if par.main:
             _truncate_metrics(out / METRICS, start)  # steps after the checkpoint will be run again
@@ -274,18 +408,26 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
 
     def validate() -> float:
         model.eval()
-        acc = evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
-                       max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed).pass_at[1]
+        with par.lock_step():
+            acc = evaluate(model, tokenizer, task, val, cfg.greedy_mode, max_cot_tokens=cfg.max_cot_tokens,
+                           max_answer_tokens=cfg.max_answer_tokens, seed=cfg.seed).pass_at[1]
         return par.mean({"acc": acc})["acc"]
 
     if start == 0 and writes:  # which run this is: its config and the model it started from
         with atomic_file(out / RUN_INFO) as tmp:
             Path(tmp).write_text(json.dumps({"config": dataclasses.asdict(cfg), "model": str(model.name_or_path),
-                                             "model_sha256": model_fingerprint(model)}, indent=1) + "\n")
+                                             "model_sha256": fingerprint}, indent=1) + "\n")
+
+    def save(folder: str) -> None:
+        """The model as an ordinary Hugging Face folder (under FSDP gathered from the shards first)."""
+        state = par.full_state(model)[0] if par.fsdp else None
+        if writes:
+            save_model(model, tokenizer, out / folder, state_dict=state)
+
     if start == 0 and cfg.eval_every:  # the starting point of the curve, and the first "best" model
         best = validate()
-        if writes:
-            save_model(model, tokenizer, out / BEST)
+        if out is not None:
+            save(BEST)
             with open(out / METRICS, "w") as f:
                 f.write(json.dumps({"step": 0, "val/greedy_accuracy": best}) + "\n")
         yield {"step": 0, "val/greedy_accuracy": best, "val/best_greedy_accuracy": best}
@@ -299,8 +441,8 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
             m["val/greedy_accuracy"] = acc = validate()
             if acc > best:
                 best = acc
-                if writes:
-                    save_model(model, tokenizer, out / BEST)
+                if out is not None:
+                    save(BEST)
             m["val/best_greedy_accuracy"] = best
         if want_trace:
             r.trace.meta.update({"train_step": step + 1, **extra})
@@ -309,11 +451,11 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
         if writes:
             with open(out / METRICS, "a") as f:
                 f.write(json.dumps(m) + "\n")
-            if (cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps:
-                state = {"step": step + 1, "best": best, "sigma": sigma, "config": dataclasses.asdict(cfg)}
-                if ref is not None:
-                    state["ref"] = ref.state_dict()
-                save_checkpoint(out, model, optimizer, scheduler, state)
+        if out is not None and ((cfg.save_every and (step + 1) % cfg.save_every == 0) or step + 1 == cfg.steps):
+            state = {"step": step + 1, "best": best, "sigma": sigma, "config": dataclasses.asdict(cfg)}
+            if ref is not None:
+                state["ref"] = ref.state_dict()
+            save_checkpoint(out, model, optimizer, scheduler, state, par=par)
         par.barrier()
         if bar is not None:
             bar.update(1)
@@ -321,15 +463,18 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
         yield m
     if bar is not None:
         bar.close()
-    if writes:  # whatever eval_every and save_every were: the finished model, loadable by load_model
-        save_model(model, tokenizer, out / FINAL)
+    if out is not None:  # whatever eval_every and save_every were: the finished model, loadable by load_model
+        save(FINAL)
 
 
 def _param_groups(model, cfg: RLConfig) -> list[dict]:
-    """AdamW groups: the embedding matrix (shared with the LM head when tied) at embedding_lr_scale x lr."""
+    """AdamW groups: the embedding matrix (shared with the LM head when tied) at embedding_lr_scale x lr. Under
+    FSDP the sharded parameters (DTensors) and the whole ones go in separate groups of the same settings
+    (optimizers' multi-tensor kernels take one kind at a time)."""
     E = model.get_input_embeddings().weight
     rest = [p for p in model.parameters() if p is not E]
-    groups = [{"params": rest}]
+    kinds = [[p for p in rest if type(p).__name__ == "DTensor"], [p for p in rest if type(p).__name__ != "DTensor"]]
+    groups = [{"params": kind} for kind in kinds if kind]
     if cfg.embedding_lr_scale > 0:
         groups.append({"params": [E], "lr": cfg.learning_rate * cfg.embedding_lr_scale})
     else:
@@ -455,14 +600,16 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     rows, prompts = shard
     # Prompts of step s are train examples [s·B, (s+1)·B): fixed per step, so a resumed run sees the same.
     examples = task.examples("train", cfg.prompts_per_step, seed=cfg.seed, start=step * cfg.prompts_per_step)[prompts]
-    r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode, step_seed(cfg.seed, step),
-                                             reward_fn, trace=want_trace, prompt_index_offset=prompts.start,
-                                             step=step + 1, sigma=sigma, rows=rows, gather=par.gather)
+    with par.lock_step():
+        r, rewards, adv, golds = rollout_rewards(model, tokenizer, cfg, task, examples, mode,
+                                                 step_seed(cfg.seed, step), reward_fn, trace=want_trace,
+                                                 prompt_index_offset=prompts.start, step=step + 1, sigma=sigma,
+                                                 rows=rows, gather=par.gather)
     t1 = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     loss_value, loss_metrics = rl_backward(model, cfg, r, adv, ref)
-    par.mean_grads(model.parameters())
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+    par.mean_grads(sharding.replicated(model) if par.fsdp else model.parameters())
+    grad_norm = par.clip_grad_norm(model.parameters(), cfg.max_grad_norm)
     if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
         optimizer.zero_grad(set_to_none=True)  # this step's update is dropped; the weights are untouched
         raise NonFiniteError(f"step {step + 1}: the loss ({loss_value}) or the gradient norm ({grad_norm}) "
@@ -470,6 +617,7 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
                              f"{step}. Lower the learning rate or check the reward function and the model's dtype.")
     t2 = time.perf_counter()
     lr = scheduler.get_last_lr()[0]
+    par.reshard(model)
     optimizer.step()
     scheduler.step()
     model.eval()
@@ -477,5 +625,6 @@ def _rl_step(model, tokenizer, cfg: RLConfig, task: Task, reward_fn, mode, sigma
     m = {"step": step + 1, **_rollout_metrics(r, rewards, par.gather(rewards), cfg.group_size, task, golds),
          "loss": loss_value, **loss_metrics, "grad_norm": grad_norm, "learning_rate": lr,
          "advantage_abs_mean": float(adv.abs().mean()), "time/rollout": t1 - t0, "time/loss_backward": t2 - t1,
-         "time/optimizer": t3 - t2}
+         "time/optimizer": t3 - t2,
+         "memory/param_mb": sharding.local_parameter_bytes(model) / 2**20}  # this process's (its shards under FSDP)
     return par.mean(m), r, {"rewards": rewards.tolist(), "golds": golds}

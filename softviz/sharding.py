@@ -1,0 +1,117 @@
+"""FSDP2 for `softviz train` under `accelerate launch` with an FSDP config (configs/accelerate/fsdp_*.yaml).
+
+accelerate's launcher turns the config into environment variables (ACCELERATE_USE_FSDP, FSDP_VERSION,
+FSDP_RESHARD_AFTER_FORWARD, ...), read here through accelerate's own FullyShardedDataParallelPlugin. softviz then
+shards the model with torch's `fully_shard`: one unit per transformer block (the model's `_no_split_modules`, or
+the config's fsdp_transformer_layer_cls_to_wrap), then the root, whose own parameters (input embedding, LM head,
+final norm) stay whole on every process (see `replicated`). It shards the model itself, as it all-reduces DDP
+gradients itself, because accelerate's `prepare` enables FSDP only on GPUs, while the same code must run (and be
+tested) on CPU processes with gloo.
+
+What softviz needs beyond a sharded forward: rollouts in lock-step across processes (`generate.lock_step`), since
+every forward gathers each block from all processes.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def fsdp_requested() -> bool:
+    """`accelerate launch` was given an FSDP config (it sets ACCELERATE_USE_FSDP for every process)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def plugin():
+    """accelerate's reading of the FSDP config (from the environment its launcher set). Only FSDP2 is supported."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    p = FullyShardedDataParallelPlugin()
+    if int(p.fsdp_version or 1) != 2:
+        raise ValueError(f"fsdp_version = {p.fsdp_version} in the accelerate config: softviz shards with FSDP2 "
+                         "(fully_shard); set fsdp_version: 2 (see configs/accelerate/fsdp_1node.yaml)")
+    return p
+
+
+def block_classes(model, names=None) -> set[str]:
+    """The class names of the model's transformer blocks: `names` (the config's list) or the model's own
+    _no_split_modules. ValueError when the model has none of them."""
+    wanted = set(names or getattr(model, "_no_split_modules", None) or [])
+    found = {type(m).__name__ for m in model.modules()} & wanted
+    if not found:
+        raise ValueError(f"cannot find the transformer blocks to shard in {type(model).__name__} (looked for "
+                         f"{sorted(wanted) or 'its _no_split_modules'}); name them with "
+                         "fsdp_transformer_layer_cls_to_wrap in the accelerate config")
+    return found
+
+
+def replicated(model) -> list:
+    """The parameters FSDP leaves whole (`shard` keeps those outside the transformer blocks: input embedding, LM
+    head, final norm) on every process, their gradients averaged by softviz (Parallel.mean_grads). softviz reads E
+    outside the model's forward at every step (p·E, σ, nearest tokens, the replayed inputs of the loss): a sharded
+    E had to be gathered around FSDP's own schedule, and a resumed run's backward then found the gathered LM head
+    freed. They are a small part of a large model (Llama-3.1-8B: 1.05 B of 8.03 B parameters)."""
+    return [p for p in model.parameters() if type(p).__name__ != "DTensor"]
+
+
+def shard(model, device: torch.device, reshard_after_forward: bool = True, names=None):
+    """Shard `model` in place with FSDP2 across the default process group and return it. A model that was loaded
+    whole on process 0 only (FSDP's RAM-efficient loading: the others hold it on the meta device) is sharded on
+    the meta device and filled from process 0's weights, so no other process ever holds it whole."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+    from torch.distributed.fsdp import fully_shard
+
+    blocks = block_classes(model, names)
+    from_rank0 = _any(any(p.is_meta for p in model.parameters()))
+    if from_rank0:
+        rank0 = dist.get_rank() == 0
+        full = model.state_dict() if rank0 else {}
+        # buffers (rotary frequencies) are not in the broadcast state: process 0's, sent to all
+        sent = [{k: v.clone() for k, v in model.named_buffers()} if rank0 else None]
+        dist.broadcast_object_list(sent, src=0)
+        buffers = sent[0]
+        model = model.to(torch.device("meta"))
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
+    else:
+        model.to(device)
+    for module in [m for m in model.modules() if type(m).__name__ in blocks]:
+        fully_shard(module, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, ignored_params=set(replicated(model)))
+    if from_rank0:
+        model.to_empty(device=device)
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        for name, value in buffers.items():
+            owner, _, attr = name.rpartition(".")
+            getattr(model.get_submodule(owner) if owner else model, attr).copy_(value.to(device))
+    return model
+
+
+def reshard(model) -> None:
+    """Every FSDP unit of `model` back to its shards."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
+def _any(flag: bool) -> bool:
+    """Whether `flag` holds on any process."""
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def local_parameter_bytes(model) -> int:
+    """Bytes of parameters this process holds (its shards under FSDP)."""
+    total = 0
+    for p in model.parameters():
+        local = p.to_local() if hasattr(p, "to_local") else p
+        total += local.numel() * local.element_size()
+    return total
