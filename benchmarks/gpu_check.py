@@ -27,6 +27,7 @@ Sections 2-3 stop early, saying so, when the elapsed time nears --budget-s. Prin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import math
@@ -289,6 +290,59 @@ def rl_step(model, tok, S, device, deadline) -> dict:
     return {"rows": rows}
 
 
+# ---- 3b. one FSDP step ----------------------------------------------------------------------------------------
+
+def fsdp_step(model, tok, S, device: str, tol) -> list[tuple[str, bool, str]]:
+    """One RL step under FSDP2 on a one-process group (softviz.sharding: the transformer blocks sharded with
+    fully_shard, rollouts under generate.lock_step) against the same step on an unsharded copy: the same rollouts,
+    loss and gradient norm. The multi-process runs are tested on CPU (tests/test_fsdp.py); this checks the sharded
+    code path on the GPU's own kernels and collectives (NCCL)."""
+    import copy
+    import socket
+
+    import torch.distributed as dist
+
+    from softviz import rl, sharding
+    from softviz.generate import generate, lock_step
+
+    started = not dist.is_initialized()
+    if started:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=0, world_size=1,
+                                init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        task = SyntheticTask(S["words"])
+        prompts = [task.prompt(e, tok) for e in task.examples("train", S["B"])]
+        kw = dict(n=S["G"], max_cot_tokens=S["cot"], max_answer_tokens=S["answer"], seed=0, answer_cue=NEVER)
+        out = {}
+        for name, m in (("plain", copy.deepcopy(model)), ("fsdp", None)):
+            if m is None:
+                m = sharding.shard(copy.deepcopy(model), torch.device(device))
+                with torch.no_grad():
+                    m(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
+            with lock_step(lambda running: running) if name == "fsdp" else contextlib.nullcontext():
+                r = generate(m, tok, prompts, "soft", **kw)
+            adv = torch.linspace(-1.0, 1.0, len(r))
+            loss, _ = rl.policy_loss(rl.sequence_logprobs(m, r), adv)
+            loss.backward()
+            sq = sum(float((p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).double().pow(2).sum())
+                     for p in m.parameters() if p.grad is not None)
+            out[name] = (r, float(loss), sq ** 0.5)
+            del m
+        (ra, la, na), (rb, lb, nb) = out["plain"], out["fsdp"]
+        same = torch.equal(ra.cot_tokens, rb.cot_tokens) and ra.answer_texts == rb.answer_texts
+        rel_loss, rel_norm = abs(la - lb) / max(abs(la), 1e-9), abs(na - nb) / max(na, 1e-9)
+        return [("FSDP step: same rollouts as the unsharded model", same, f"{len(ra)} soft rollouts"),
+                ("FSDP step: same loss and gradient norm", rel_loss <= 10 * tol[0] and rel_norm <= 100 * tol[0],
+                 f"loss {la:.5g} vs {lb:.5g} (rel {rel_loss:.1e}), grad norm {na:.5g} vs {nb:.5g} "
+                 f"(rel {rel_norm:.1e})")]
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
 # ---- 4. a real model ------------------------------------------------------------------------------------------
 
 REAL_TRAIN = dict(steps=1000, prompts=2, group=32, cot=128, answer=16, val=128, lr=1e-5)  # steps: until --train-s
@@ -438,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds["throughput"] = time.perf_counter() - t0 - sum(seconds.values())
     report["rl_step"] = rl_step(model, tok, S, args.device, deadline)
     seconds["rl_step"] = time.perf_counter() - t0 - sum(seconds.values())
+    for label, passed, detail in fsdp_step(model, tok, S, args.device, tol):
+        checks.append({"check": label, "passed": passed, "detail": detail})
+        print(f"{'PASS' if passed else 'FAIL'}  {label}: {detail}", flush=True)
+    seconds["fsdp_step"] = time.perf_counter() - t0 - sum(seconds.values())
     del model
     gc.collect()
     report["real_model"] = real_model(args, dtype, S, tie_tol, tol)

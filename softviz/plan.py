@@ -7,8 +7,9 @@ Per process, in bytes of the training dtype `b` (AdamW keeps its two moments in 
 torch.optim.AdamW does):
   parameters N·b, gradients N·b, optimizer 2·N·b (or, with fp32 moments beside bf16 weights, 12·N: the moments
   and an fp32 master copy), a frozen reference N·b when the KL weight β > 0;
-  under FSDP each of these divided by the process count, plus one transformer block gathered whole (its
-  parameters and gradients) and the embedding matrix, which rollouts gather for p·E;
+  under FSDP the transformer blocks' share of each divided by the process count (softviz keeps the embedding, LM
+  head and final norm whole on every process: they are read outside the forward, for p·E), plus one block
+  gathered whole (its parameters and gradients);
   the rollout KV cache: rows × (prompt + CoT + prefill + answer) × layers × 2 × kv_heads·head_dim × b;
   the activations of one micro-batch's forward-backward: tokens × layers × (7·d + 2·kv·head_dim + 4·I) × b, where
   the tokens count each distinct prompt once (a group's rollouts share it) and every row's CoT and answer
@@ -73,8 +74,12 @@ class Architecture:
 
     @property
     def parameters(self) -> int:
-        embeddings = self.vocab * self.hidden * (1 if self.tied else 2)
-        return embeddings + self.layers * self.block_parameters + self.hidden  # final norm
+        return self.replicated_parameters + self.layers * self.block_parameters
+
+    @property
+    def replicated_parameters(self) -> int:
+        """The parameters outside the transformer blocks: embedding, LM head (unless tied), final norm."""
+        return self.vocab * self.hidden * (1 if self.tied else 2) + self.hidden
 
 
 def load_architecture(model: str) -> Architecture:
@@ -139,12 +144,14 @@ def memory_plan(arch: Architecture, *, prompts_per_step: int, group_size: int, m
     act_tokens = math.ceil(m / group_size) * prompt_tokens + m * (tokens - prompt_tokens)
     shard = processes if strategy == "fsdp" else 1
     kv = arch.kv_heads * arch.head_dim
+    whole = arch.replicated_parameters if shard > 1 else N  # what each process holds whole (softviz.sharding)
+    held = (N - whole) / shard + whole  # parameters held per process
     parts = {
-        "parameters": N * b / shard,
-        "gradients": N * b / shard,
-        "optimizer": (2 * ob + master) * N / shard,
-        "reference": (N * b / shard) if beta > 0 else 0.0,
-        "gathered": (2 * arch.block_parameters + arch.vocab * arch.hidden) * b if shard > 1 else 0.0,
+        "parameters": held * b,
+        "gradients": held * b,
+        "optimizer": (2 * ob + master) * held,
+        "reference": held * b if beta > 0 else 0.0,
+        "gathered": 2 * arch.block_parameters * b if shard > 1 else 0.0,
         "rollout_kv_cache": rows * tokens * arch.layers * 2 * kv * b,
         "activations": (act_tokens * arch.layers * (7 * arch.hidden + 2 * kv + 4 * arch.intermediate) * b
                         + 3 * m * (max_cot_tokens + max_answer_tokens) * arch.vocab * 4),

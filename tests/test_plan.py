@@ -49,9 +49,13 @@ def test_fsdp_shards_the_state_and_ddp_copies_it():
     N = arch.parameters
     assert ddp["gb"]["parameters"] == one["gb"]["parameters"] == pytest.approx(2 * N / 1e9, abs=1e-3)  # bf16
     assert ddp["gb"]["optimizer"] == pytest.approx(4 * N / 1e9, abs=1e-3)  # AdamW's two moments
+    # the blocks' share divided by 8; the embedding, LM head and final norm (1.05 B) held whole by every process
+    R = arch.replicated_parameters
+    assert R == 2 * 128_256 * 4096 + 4096
     for part in ("parameters", "gradients", "optimizer"):
-        assert fsdp["gb"][part] == pytest.approx(ddp["gb"][part] / 8, abs=1e-3)
-    assert fsdp["gb"]["gathered"] > 0 == ddp["gb"]["gathered"]
+        assert fsdp["gb"][part] == pytest.approx(ddp["gb"][part] * ((N - R) / 8 + R) / N, abs=1e-3)
+    assert fsdp["gb"]["gathered"] == pytest.approx(2 * 2 * arch.block_parameters / 1e9, abs=1e-3)
+    assert ddp["gb"]["gathered"] == 0
     assert ddp["rows_per_process"] == fsdp["rows_per_process"] == 8  # 64 rollouts split by samples
     assert one["rows_per_process"] == 64 and one["gb"]["rollout_kv_cache"] == pytest.approx(
         8 * ddp["gb"]["rollout_kv_cache"], rel=1e-3)

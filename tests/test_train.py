@@ -243,7 +243,8 @@ def test_a_torn_metrics_line_is_dropped_on_resume(tmp_path):
     assert [json.loads(l)["step"] for l in path.read_text().splitlines()] == [1, 2]
 
 
-@pytest.mark.parametrize("name, machines, processes", [("ddp_1node", 1, 8), ("ddp_2nodes", 2, 16), ("ddp_cpu", 1, 2)])
+@pytest.mark.parametrize("name, machines, processes", [("ddp_1node", 1, 8), ("ddp_2nodes", 2, 16), ("ddp_cpu", 1, 2),
+                                                      ("fsdp_1node", 1, 8), ("fsdp_2nodes", 2, 16), ("fsdp_cpu", 1, 2)])
 def test_shipped_accelerate_configs_load(name, machines, processes):
     from pathlib import Path
 
@@ -251,5 +252,10 @@ def test_shipped_accelerate_configs_load(name, machines, processes):
 
     cfg = load_config_from_file(str(Path(__file__).parents[1] / "configs" / "accelerate" / f"{name}.yaml"))
     assert (cfg.num_machines, cfg.num_processes) == (machines, processes)
-    assert str(cfg.distributed_type).endswith("MULTI_CPU" if name == "ddp_cpu" else "MULTI_GPU")
+    if name.startswith("fsdp"):
+        assert str(cfg.distributed_type).endswith("FSDP") and cfg.use_cpu == name.endswith("cpu")
+        assert cfg.fsdp_config["fsdp_version"] == 2 and cfg.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        assert cfg.fsdp_config["fsdp_cpu_ram_efficient_loading"] is True
+    else:
+        assert str(cfg.distributed_type).endswith("MULTI_CPU" if name == "ddp_cpu" else "MULTI_GPU")
     assert str(cfg.mixed_precision) in ("no", "PrecisionType.NO")  # softviz keeps fp32 where it matters itself
