@@ -118,7 +118,13 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
                          "'Qwen/Qwen2.5-0.5B-Instruct', or None for the embedded model.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        if _empty_on_this_process():  # FSDP's RAM-efficient loading: process 0 sends each process its shards
+            from transformers import AutoConfig
+
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
     except SafetensorError as err:  # damage _check_model_files does not see, or a damaged file in the Hub cache
         where = f"the model folder {source}" if local.exists() else f"the cached copy of {source!r}"
         raise ValueError(f"{where} has a damaged weights file ({err}). Re-save the model with save_pretrained, "
@@ -142,6 +148,15 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, device: str | N
     model.eval()
     model.name_or_path = EMBEDDED_NAME if source == str(EMBEDDED_DIR) else str(name_or_path)
     return model, tokenizer
+
+
+def _empty_on_this_process() -> bool:
+    """Under `accelerate launch` with an FSDP config asking for RAM-efficient loading, every process but the
+    first builds the model empty (on the meta device): eight processes each reading an 8B model whole is the real
+    limit on a node's memory (softviz.sharding.shard fills the shards from process 0)."""
+    flag = lambda name: os.environ.get(name, "false").lower() in ("1", "true")  # noqa: E731
+    return (flag("ACCELERATE_USE_FSDP") and flag("FSDP_CPU_RAM_EFFICIENT_LOADING")
+            and int(os.environ.get("RANK", "0")) > 0)
 
 
 # The JSON files transformers reads from a model folder; a copy cut short leaves them unparseable.

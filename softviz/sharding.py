@@ -65,6 +65,13 @@ def shard(model, device: torch.device, reshard_after_forward: bool = True, names
     from torch.distributed.fsdp import fully_shard
 
     blocks = block_classes(model, names)
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    tied = head is not None and head.weight is emb.weight
+
+    def tie():  # moving a model to the meta device and back gives the LM head its own copy of E
+        if tied:
+            head.weight = emb.weight
+
     from_rank0 = _any(any(p.is_meta for p in model.parameters()))
     if from_rank0:
         rank0 = dist.get_rank() == 0
@@ -74,8 +81,7 @@ def shard(model, device: torch.device, reshard_after_forward: bool = True, names
         dist.broadcast_object_list(sent, src=0)
         buffers = sent[0]
         model = model.to(torch.device("meta"))
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()
+        tie()
     else:
         model.to(device)
     for module in [m for m in model.modules() if type(m).__name__ in blocks]:
@@ -83,6 +89,7 @@ def shard(model, device: torch.device, reshard_after_forward: bool = True, names
     fully_shard(model, ignored_params=set(replicated(model)))
     if from_rank0:
         model.to_empty(device=device)
+        tie()
         set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
         for name, value in buffers.items():
             owner, _, attr = name.rpartition(".")

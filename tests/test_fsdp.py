@@ -135,3 +135,19 @@ def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_result(tmp_path):
     for k in b["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
     assert [m["step"] for m in metrics(killed)] == list(range(1, steps + 1))
+
+
+def test_only_process_0_reads_the_weights_under_ram_efficient_fsdp_loading(monkeypatch):
+    """With accelerate's FSDP RAM-efficient loading, every process but the first builds the model on the meta
+    device (softviz.sharding.shard then sends it its shards from process 0); without it, each loads the weights."""
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "true")
+    monkeypatch.setenv("RANK", "1")
+    model, _ = load_model()
+    assert all(p.is_meta for p in model.parameters())
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    monkeypatch.setenv("RANK", "0")
+    assert not any(p.is_meta for p in load_model()[0].parameters())
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
+    assert not any(p.is_meta for p in load_model()[0].parameters())
