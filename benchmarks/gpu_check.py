@@ -329,7 +329,7 @@ def fsdp_step(model, tok, S, device: str, tol) -> list[tuple[str, bool, str]]:
             loss.backward()
             sq = sum(float((p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).double().pow(2).sum())
                      for p in m.parameters() if p.grad is not None)
-            out[name] = (r, float(loss), sq ** 0.5)
+            out[name] = (r, float(loss.detach()), sq ** 0.5)
             del m
         (ra, la, na), (rb, lb, nb) = out["plain"], out["fsdp"]
         same = torch.equal(ra.cot_tokens, rb.cot_tokens) and ra.answer_texts == rb.answer_texts
