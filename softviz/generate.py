@@ -108,14 +108,13 @@ def rollout_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 
 def embedding_matrix(model) -> Tensor:
     """The effective input-embedding matrix E (V, d): the weight times any scale the embedding module applies
-    (Gemma scales by √d inside its embedding module, which `inputs_embeds` would bypass).
-
-    Under FSDP the weight is a shard: its group is gathered first (`unshard`, a collective every process makes
-    at the same point), so E is the whole matrix and the gradients of p·E land in the group's reduce-scatter."""
+    (Gemma scales by √d inside its embedding module, which `inputs_embeds` would bypass)."""
     emb = model.get_input_embeddings()
     if type(emb.weight).__name__ == "DTensor":
-        owner = emb if hasattr(emb, "unshard") else model  # its own unit (softviz.sharding), or the root's
-        owner.unshard()
+        raise ValueError("the model's input embedding is sharded (FSDP), but softviz reads the whole E outside the "
+                         "forward (p·E, σ, nearest tokens): shard it with softviz.sharding.shard, which keeps the "
+                         "embedding, LM head and final norm whole, or train under accelerate launch with an FSDP "
+                         "config (configs/accelerate/fsdp_*.yaml)")
     scale = getattr(emb, "embed_scale", None)
     E = emb.weight
     return E * scale.to(E.dtype) if isinstance(scale, Tensor) else (E * scale if scale else E)

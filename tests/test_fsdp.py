@@ -109,7 +109,7 @@ def test_two_fsdp_processes_learn_what_one_process_learns(tmp_path):
 def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_result(tmp_path):
     """Kill a 2-process FSDP run mid-way (SIGTERM to accelerate's launcher, which stops both processes); the
     checkpoint on disk is whole, and the same command resumes it to the weights of a run never interrupted."""
-    steps = 30
+    steps = 16
     args = [*ARGS, "--steps", str(steps), "--eval-every", "0", "--save-every", "1"]
     killed, whole = tmp_path / "killed", tmp_path / "whole"
     proc = subprocess.Popen([str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CPU), "-m", "softviz.cli",
@@ -151,3 +151,26 @@ def test_only_process_0_reads_the_weights_under_ram_efficient_fsdp_loading(monke
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")
     assert not any(p.is_meta for p in load_model()[0].parameters())
+
+
+def test_a_model_sharded_elsewhere_with_e_split_is_refused_with_the_fix():
+    """softviz needs the whole E outside the forward; a model whose embedding FSDP has split (sharded by other
+    code) gets a message naming softviz.sharding.shard instead of a DTensor error deep in p·E."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+
+    from softviz.generate import embedding_matrix
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{port}")
+    try:
+        model, _ = load_model()
+        fully_shard(model)  # everything in one unit, E included
+        with pytest.raises(ValueError, match="softviz.sharding.shard"):
+            embedding_matrix(model)
+    finally:
+        dist.destroy_process_group()
