@@ -72,7 +72,7 @@ def shard(model, device: torch.device, reshard_after_forward: bool = True, names
         if tied:
             head.weight = emb.weight
 
-    from_rank0 = _any(any(p.is_meta for p in model.parameters()))
+    from_rank0 = _any(any(p.is_meta for p in model.parameters()), device)
     if from_rank0:
         rank0 = dist.get_rank() == 0
         full = model.state_dict() if rank0 else {}
@@ -106,11 +106,11 @@ def reshard(model) -> None:
             m.reshard()
 
 
-def _any(flag: bool) -> bool:
-    """Whether `flag` holds on any process."""
+def _any(flag: bool, device) -> bool:
+    """Whether `flag` holds on any process (the tensor on `device`: NCCL reduces GPU tensors only)."""
     import torch.distributed as dist
 
-    t = torch.tensor([int(flag)])
+    t = torch.tensor([int(flag)], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
