@@ -276,6 +276,9 @@ def cmd_train(args) -> None:
         import torch
         from accelerate import PartialState
 
+        from softviz.train import check_launch
+
+        check_launch()  # settings softviz would ignore fail now, not after the model has loaded
         PartialState(cpu=not torch.cuda.is_available())
     model, tok = load_model(args.model, device=args.device)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, one process prints

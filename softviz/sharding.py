@@ -32,7 +32,26 @@ def plugin():
     if int(p.fsdp_version or 1) != 2:
         raise ValueError(f"fsdp_version = {p.fsdp_version} in the accelerate config: softviz shards with FSDP2 "
                          "(fully_shard); set fsdp_version: 2 (see configs/accelerate/fsdp_1node.yaml)")
+    check(p)
     return p
+
+
+def check(p) -> None:
+    """Refuse the FSDP settings softviz would otherwise ignore: it wraps one unit per transformer block, keeps
+    parameters on the accelerator and stores no activations for a second forward. (fsdp_state_dict_type is not
+    refused, though accelerate's default under FSDP2 is SHARDED_STATE_DICT: checkpoints are gathered whole
+    whatever it says, and docs/scaling.md says so.)"""
+    fix = " in the accelerate config (see configs/accelerate/fsdp_1node.yaml)"
+    if getattr(p.auto_wrap_policy, "__name__", None) != "transformer_auto_wrap_policy":
+        wrap = getattr(p.auto_wrap_policy, "__name__", "no wrapping")
+        raise ValueError(f"fsdp_auto_wrap_policy gives {wrap}: softviz shards one unit per transformer block; set "
+                         "fsdp_auto_wrap_policy: TRANSFORMER_BASED_WRAP" + fix)
+    if p.activation_checkpointing:
+        raise ValueError("fsdp_activation_checkpointing: true is not supported by softviz train (the loss pass keeps "
+                         "its activations; `softviz plan` shows what they cost); set it to false" + fix)
+    if type(p.cpu_offload).__name__ == "CPUOffloadPolicy":
+        raise ValueError("fsdp_offload_params: true is not supported by softviz train (a rollout would copy every "
+                         "block from CPU memory at every token); set it to false and spread the model over more processes" + fix)
 
 
 def block_classes(model, names=None) -> set[str]:

@@ -205,6 +205,24 @@ def _rollout_metrics(r, rewards: torch.Tensor, every: torch.Tensor, G: int, task
     return m
 
 
+def check_mixed_precision(asked: str, cuda: bool) -> None:
+    """softviz does not autocast: it loads the weights in bf16 on GPUs and fp32 on CPUs and computes p·E, σ and
+    the densities in fp32 itself. An accelerate config asking for anything else is refused rather than ignored."""
+    if asked == "no" or (asked == "bf16" and cuda):
+        return
+    raise ValueError(f"mixed_precision = {asked} in the accelerate config: softviz does not autocast; it loads the "
+                     "weights in bf16 on GPUs and fp32 on CPUs and computes the mixture, σ and the densities in fp32 "
+                     "itself. Set mixed_precision: 'no' (or pass --mixed_precision no to accelerate launch)")
+
+
+def check_launch() -> None:
+    """Refuse the `accelerate launch` settings softviz would otherwise ignore (mixed precision; FSDP wrapping,
+    offload, activation checkpointing): the CLI calls it before the model loads, Parallel again."""
+    check_mixed_precision(os.environ.get("ACCELERATE_MIXED_PRECISION", "no"), torch.cuda.is_available())
+    if sharding.fsdp_requested():
+        sharding.plugin()
+
+
 class Parallel:
     """Data parallelism across the processes that `accelerate launch` (or torchrun) starts.
 
@@ -219,6 +237,8 @@ class Parallel:
         self.acc, self.rank, self.world, self.fsdp = None, 0, 1, False
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
+
+            check_launch()
 
             self.acc = Accelerator(cpu=not torch.cuda.is_available())
             self.rank, self.world = self.acc.process_index, self.acc.num_processes

@@ -174,3 +174,48 @@ def test_a_model_sharded_elsewhere_with_e_split_is_refused_with_the_fix():
             embedding_matrix(model)
     finally:
         dist.destroy_process_group()
+
+
+BASE = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+        "FSDP_ACTIVATION_CHECKPOINTING": "false", "FSDP_OFFLOAD_PARAMS": "false", "ACCELERATE_MIXED_PRECISION": "no",
+        "FSDP_STATE_DICT_TYPE": "FULL_STATE_DICT"}
+
+
+@pytest.mark.parametrize("changed, message", [
+    ({}, None),  # what configs/accelerate/fsdp_*.yaml set
+    ({"FSDP_STATE_DICT_TYPE": "SHARDED_STATE_DICT"}, None),  # accelerate's FSDP2 default: checkpoints stay whole
+    ({"FSDP_VERSION": "1"}, "set fsdp_version: 2"),
+    ({"FSDP_AUTO_WRAP_POLICY": "SIZE_BASED_WRAP"}, "size_based_auto_wrap_policy: softviz shards one unit per"),
+    ({"FSDP_AUTO_WRAP_POLICY": "NO_WRAP"}, "gives no wrapping"),
+    ({"FSDP_ACTIVATION_CHECKPOINTING": "true"}, "fsdp_activation_checkpointing: true is not supported"),
+    ({"FSDP_OFFLOAD_PARAMS": "true"}, "fsdp_offload_params: true is not supported"),
+    ({"ACCELERATE_MIXED_PRECISION": "fp16"}, "mixed_precision = fp16 in the accelerate config"),
+], ids=["shipped", "sharded-state-dict", "fsdp1", "size-wrap", "no-wrap", "activation-ckpt", "offload", "fp16"])
+def test_launch_settings_softviz_would_ignore_are_refused(monkeypatch, changed, message):
+    from softviz.train import check_launch
+
+    for k, v in {**BASE, **changed}.items():
+        monkeypatch.setenv(k, v)
+    if message is None:
+        assert check_launch() is None
+    else:
+        with pytest.raises(ValueError, match=message) as e:
+            check_launch()
+        assert "configs/accelerate/fsdp_1node.yaml" in str(e.value) or "--mixed_precision no" in str(e.value)
+
+
+def test_bf16_is_accepted_where_softviz_loads_bf16_only():
+    from softviz.train import check_mixed_precision
+
+    assert check_mixed_precision("bf16", cuda=True) is None and check_mixed_precision("no", cuda=False) is None
+    with pytest.raises(ValueError, match="mixed_precision = bf16 .* fp32 on CPUs"):
+        check_mixed_precision("bf16", cuda=False)
+
+
+def test_the_cli_refuses_an_ignored_fsdp_setting_before_loading_the_model(tmp_path):
+    r = subprocess.run([str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CPU),
+                        "--fsdp_activation_checkpointing", "true", "-m", "softviz.cli", *ARGS, "--steps", "1",
+                        "--output-dir", str(tmp_path / "run")], env=ENV, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    assert "fsdp_activation_checkpointing: true is not supported" in r.stderr
+    assert "RL run:" not in r.stdout and not (tmp_path / "run").exists()  # refused before loading and writing
