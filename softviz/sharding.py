@@ -14,7 +14,11 @@ every forward gathers each block from all processes.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import warnings
+from pathlib import Path
 
 import torch
 
@@ -141,3 +145,104 @@ def local_parameter_bytes(model) -> int:
         local = p.to_local() if hasattr(p, "to_local") else p
         total += local.numel() * local.element_size()
     return total
+
+
+# ---- sharded checkpoints (fsdp_state_dict_type: SHARDED_STATE_DICT) ----------------------------------------------
+
+SHARDED_CHECKPOINT = "checkpoint"  # a folder: latest.json names its newest complete step-NNNNNN/ (one per save)
+
+
+def sharded_checkpoints_wanted() -> bool:
+    """The accelerate config asks for sharded checkpoints (FSDP2's default state_dict_type)."""
+    return fsdp_requested() and plugin().state_dict_type.name == "SHARDED_STATE_DICT"
+
+
+def latest_sharded(out) -> Path | None:
+    """The newest complete sharded checkpoint under the run folder `out`, or None when there is none."""
+    pointer = Path(out) / SHARDED_CHECKPOINT / "latest.json"
+    if not pointer.exists():
+        return None
+    try:
+        folder = pointer.parent / json.loads(pointer.read_text())["folder"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{pointer} is damaged; delete {pointer.parent} to start over, or point output_dir "
+                         "elsewhere") from None
+    if not (folder / ".metadata").exists() or not (folder / "state.pt").exists():
+        raise ValueError(f"{pointer} names {folder.name}, which is incomplete; delete {pointer.parent} to start "
+                         "over, or point output_dir elsewhere")
+    return folder
+
+
+def save_sharded(out, model, optimizer, state: dict, *, main: bool, barrier) -> None:
+    """Every process writes its own shards of the model and optimizer (torch.distributed.checkpoint: nothing is
+    gathered), into a new step-NNNNNN/ folder; then the main process writes `state` (step, scheduler, RNG, ...)
+    beside them and points latest.json at the folder, so a kill at any moment leaves the previous checkpoint
+    whole. Every process must call it."""
+    import shutil
+
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
+    from softviz.files import atomic_file, make_folder
+
+    root = Path(out) / SHARDED_CHECKPOINT
+    folder = root / f"step-{state['step']:06d}"
+    if main:
+        shutil.rmtree(folder, ignore_errors=True)  # left by a save that was killed
+        make_folder(root)
+    barrier()
+    optim = get_optimizer_state_dict(model, optimizer)  # keyed by parameter name
+    with _one_process_is_fine():
+        dcp.save({"model": get_model_state_dict(model), "optimizer": optim["state"]}, checkpoint_id=folder)
+    if main:  # the groups (hyperparameters and names) beside: DCP would match them by position, and FSDP's differ
+        with atomic_file(folder / "state.pt") as tmp:
+            torch.save({**state, "param_groups": optim["param_groups"]}, tmp)
+        with atomic_file(root / "latest.json") as tmp:
+            Path(tmp).write_text(json.dumps({"step": state["step"], "folder": folder.name}) + "\n")
+        for old in root.glob("step-*"):
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier()
+
+
+@contextlib.contextmanager
+def _one_process_is_fine():
+    """Silence torch's warning that it reads or writes a sharded checkpoint in a single process: resuming on one
+    process is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def read_sharded_state(folder) -> dict:
+    """The main process's part of a sharded checkpoint (step, best, σ, config, scheduler, RNG)."""
+    try:
+        return torch.load(Path(folder) / "state.pt", map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"cannot read {Path(folder) / 'state.pt'} ({err.__class__.__name__}); delete "
+                         f"{Path(folder).parent} to start over, or point output_dir elsewhere") from None
+
+
+def sharded_shapes(folder) -> dict[str, tuple]:
+    """The model's parameter names and whole shapes as a sharded checkpoint stored them."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    meta = FileSystemReader(str(folder)).read_metadata().state_dict_metadata
+    return {k[len("model."):]: tuple(v.size) for k, v in meta.items() if k.startswith("model.") and hasattr(v, "size")}
+
+
+def load_sharded(folder, model, optimizer, param_groups: list) -> dict:
+    """Load a sharded checkpoint's model into `model`, resharded to this run's process count (or whole on one
+    process), and return its optimizer state keyed by parameter name, each tensor cut like its parameter, with
+    the saved `param_groups` (for train.load_named_optimizer_state, which matches groups by name: FSDP's
+    layout groups the parameters differently from one process's)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                         set_model_state_dict)
+
+    reshard(model)
+    sd = {"model": get_model_state_dict(model), "optimizer": get_optimizer_state_dict(model, optimizer)["state"]}
+    with _one_process_is_fine():
+        dcp.load(sd, checkpoint_id=str(folder))
+    set_model_state_dict(model, sd["model"])
+    return {"state": sd["optimizer"], "param_groups": param_groups}

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -62,6 +63,12 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, par: "P
     """Everything needed to resume exactly, in one file written whole or not at all (by the main process).
     Under FSDP the shards are gathered into whole states first (every process must call this), with the
     optimizer's state keyed by parameter name."""
+    if par is not None and par.sharded_checkpoints:  # each process writes its shards; nothing is gathered
+        sharding.save_sharded(out, model, optimizer, {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                                                      **state}, main=par.main, barrier=par.barrier)
+        if par.main:
+            (out / CHECKPOINT).unlink(missing_ok=True)  # one kind of checkpoint at a time: the newest
+        return
     if par is not None and par.fsdp:
         model_sd, optim_sd = par.full_state(model, optimizer)
     else:
@@ -71,11 +78,14 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, par: "P
     with atomic_file(out / CHECKPOINT) as tmp:
         torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(), **state}, tmp)
+    shutil.rmtree(out / sharding.SHARDED_CHECKPOINT, ignore_errors=True)  # one kind at a time: the newest
 
 
 def load_named_optimizer_state(model, optimizer, optim_sd: dict) -> None:
-    """Load an optimizer state keyed by parameter name (get_optimizer_state_dict's full form) into `optimizer`,
-    each state tensor cut like its parameter (a DTensor shard under FSDP; whole otherwise). torch's
+    """Load an optimizer state keyed by parameter name (get_optimizer_state_dict's form: whole tensors, or already
+    cut like their parameters) into `optimizer`, each state tensor cut like its parameter (a DTensor shard under
+    FSDP; whole otherwise). The groups are matched by parameter name, so the state of one layout (FSDP puts
+    sharded and whole parameters in separate groups) loads into another. torch's
     set_optimizer_state_dict first steps a fresh optimizer with zero gradients to create its state, which left
     FSDP's gathered embedding without storage in the next backward; this loads the state directly."""
     from torch.distributed.tensor import DTensor, distribute_tensor
@@ -96,12 +106,28 @@ def load_named_optimizer_state(model, optimizer, optim_sd: dict) -> None:
             name = next((n for n in names.get(id(p), []) if n in saved), None)
             if name is not None:
                 state[index] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
-                                if isinstance(p, DTensor) and torch.is_tensor(v) and v.dim() > 0 else v
+                                if isinstance(p, DTensor) and torch.is_tensor(v) and not isinstance(v, DTensor)
+                                and v.dim() > 0 else v
                                 for k, v in saved[name].items()}
             ids.append(index)
             index += 1
         groups.append({**{k: v for k, v in saved_group[first].items() if k != "params"}, "params": ids})
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def load_scheduler_state(scheduler, sd: dict) -> None:
+    """Load a LambdaLR state, also one saved with another grouping of the same parameters (under FSDP the
+    sharded and the whole parameters are separate groups): the schedule is a function of the step, so the step
+    is taken and each group's rate recomputed from its own base rate."""
+    n = len(scheduler.optimizer.param_groups)
+    if len(sd.get("base_lrs", [])) == n:
+        scheduler.load_state_dict(sd)
+        return
+    scheduler.load_state_dict({**sd, "base_lrs": list(scheduler.base_lrs), "lr_lambdas": [None] * n})
+    lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs
 
 
 def _by_name(optim_sd) -> bool:
@@ -119,21 +145,11 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | N
     except Exception as err:
         raise ValueError(f"cannot read checkpoint {path} ({err.__class__.__name__}); it may be truncated. "
                          "Delete it to start over, or point output_dir elsewhere.") from None
-    fix = "use a new output_dir, or resume=False (softviz train --restart) to start over"
     parts = ["model", "optimizer", "scheduler", "rng", "step", "best", "sigma", "config"] + (["ref"] if need_ref else [])
-    missing = [k for k in parts if not isinstance(ck, dict) or k not in ck]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {missing}: it is damaged or was not written by softviz train; {fix}")
-    if config is not None and ck["config"] != config:
-        old = ck["config"] if isinstance(ck["config"], dict) else {}
-        diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
-                if old.get(k) != config.get(k)]
-        raise ValueError(f"{path} was written with another RLConfig ({'; '.join(diff[:6])}); {fix}")
+    _check_parts(path, ck, parts, config)
     expected = model.state_dict()
     for name, state in [("model", ck["model"])] + ([("ref", ck["ref"])] if need_ref else []):
-        _check_state(path, name, state, expected, fix)
-    if not isinstance(ck["rng"], torch.Tensor) or ck["rng"].dtype != torch.uint8:
-        raise ValueError(f"checkpoint {path} holds a damaged RNG state; {fix}")
+        _check_state(path, name, state, expected, FIX)
     sharded = par is not None and par.fsdp
     if sharded and not _by_name(ck["optimizer"]):
         raise ValueError(f"checkpoint {path} was written by a run without FSDP (its optimizer state is keyed by "
@@ -147,7 +163,42 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | N
     else:
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-    scheduler.load_state_dict(ck["scheduler"])
+    load_scheduler_state(scheduler, ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return ck
+
+
+FIX = "use a new output_dir, or resume=False (softviz train --restart) to start over"
+
+
+def _check_parts(path: Path, ck, parts: list[str], config: dict | None) -> None:
+    """A checkpoint holds every part, was written with this RLConfig, and its RNG state is whole."""
+    missing = [k for k in parts if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise ValueError(f"checkpoint {path} lacks {missing}: it is damaged or was not written by softviz train; {FIX}")
+    if config is not None and ck["config"] != config:
+        old = ck["config"] if isinstance(ck["config"], dict) else {}
+        diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
+                if old.get(k) != config.get(k)]
+        raise ValueError(f"{path} was written with another RLConfig ({'; '.join(diff[:6])}); {FIX}")
+    if not isinstance(ck["rng"], torch.Tensor) or ck["rng"].dtype != torch.uint8:
+        raise ValueError(f"checkpoint {path} holds a damaged RNG state; {FIX}")
+
+
+def load_sharded_checkpoint(folder: Path, model, optimizer, scheduler, *, config: dict | None = None,
+                            need_ref: bool = False) -> dict:
+    """Resume from a sharded checkpoint (sharding.save_sharded), resharded to this run's processes or into a
+    whole model on one process. As load_checkpoint: every check runs before anything is loaded."""
+    ck = sharding.read_sharded_state(folder)
+    _check_parts(folder, ck, ["scheduler", "rng", "step", "best", "sigma", "config", "param_groups"]
+                 + (["ref"] if need_ref else []), config)
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    expected = {k: torch.empty(v.shape, device="meta") for k, v in get_model_state_dict(model).items()}
+    saved = {k: torch.empty(shape, device="meta") for k, shape in sharding.sharded_shapes(folder).items()}
+    _check_state(folder, "model", saved, expected, FIX)
+    load_named_optimizer_state(model, optimizer, sharding.load_sharded(folder, model, optimizer, ck["param_groups"]))
+    load_scheduler_state(scheduler, ck["scheduler"])
     torch.set_rng_state(ck["rng"])
     return ck
 
@@ -234,7 +285,7 @@ class Parallel:
     """
 
     def __init__(self):
-        self.acc, self.rank, self.world, self.fsdp = None, 0, 1, False
+        self.acc, self.rank, self.world, self.fsdp, self.sharded_checkpoints = None, 0, 1, False, False
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
@@ -243,6 +294,7 @@ class Parallel:
             self.acc = Accelerator(cpu=not torch.cuda.is_available())
             self.rank, self.world = self.acc.process_index, self.acc.num_processes
             self.fsdp = sharding.fsdp_requested()
+            self.sharded_checkpoints = sharding.sharded_checkpoints_wanted()
 
     def prepare(self, model):
         """FSDP: shard the model, and so its gradients and the optimizer's state built from it (softviz.sharding,
@@ -402,7 +454,11 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         make_folder(out)
-    fresh = out is None or not (resume and (out / CHECKPOINT).exists())
+    # the checkpoint to resume from: the kind this run writes where both are left (a kill between the two writes)
+    whole = out / CHECKPOINT if out is not None and (out / CHECKPOINT).exists() else None
+    sharded = sharding.latest_sharded(out) if out is not None and resume else None
+    found = (sharded or whole) if par.sharded_checkpoints else (whole or sharded)
+    fresh = not resume or found is None
     # the starting model's digest for run.json, read before FSDP shards it (the main process holds it whole)
     fingerprint = model_fingerprint(model) if fresh and out is not None and par.main else None
     model = par.prepare(model)  # FSDP: sharded in place; the optimizer's state follows the shards
@@ -413,8 +469,12 @@ def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | No
     ref = copy.deepcopy(model).eval().requires_grad_(False) if cfg.beta > 0 else None
     start, best = 0, -1.0
     if not fresh:
-        ck = load_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, config=dataclasses.asdict(cfg),
-                             need_ref=ref is not None, par=par)
+        if found == whole:
+            ck = load_checkpoint(whole, model, optimizer, scheduler, config=dataclasses.asdict(cfg),
+                                 need_ref=ref is not None, par=par)
+        else:
+            ck = load_sharded_checkpoint(sharded, model, optimizer, scheduler, config=dataclasses.asdict(cfg),
+                                         need_ref=ref is not None)
         start, best, sigma = ck["step"], ck["best"], ck["sigma"]
         if par.main:
             _truncate_metrics(out / METRICS, start)  # steps after the checkpoint will be run again

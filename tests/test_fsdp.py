@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from softviz.generate import generate, lock_step
 from softviz.models import load_model
+from softviz.sharding import SHARDED_CHECKPOINT
 from softviz.train import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,9 +31,9 @@ ARGS = ["train", "--mode", "soft", "--prompts-per-step", "2", "--group-size", "4
         "--eval-size", "8"]
 
 
-def fsdp(*args, timeout=600, **kwargs):
-    return subprocess.run([str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CPU), "-m", "softviz.cli",
-                           *args], env=ENV, capture_output=True, text=True, timeout=timeout, **kwargs)
+def fsdp(*args, launch=(), timeout=600, **kwargs):
+    return subprocess.run([str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CPU), *launch, "-m",
+                           "softviz.cli", *args], env=ENV, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def metrics(folder: Path) -> list[dict]:
@@ -105,15 +108,25 @@ def test_two_fsdp_processes_learn_what_one_process_learns(tmp_path):
     assert isinstance(next(iter(b["optimizer"]["state"])), str)  # keyed by parameter name: resumable anywhere
 
 
+def final_weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(run / "final" / "model.safetensors")
+
+
 @pytest.mark.slow
-def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("kind", ["whole", "sharded"])
+def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_result(tmp_path, kind):
     """Kill a 2-process FSDP run mid-way (SIGTERM to accelerate's launcher, which stops both processes); the
-    checkpoint on disk is whole, and the same command resumes it to the weights of a run never interrupted."""
+    checkpoint on disk is complete (whole: checkpoint.pt gathered on process 0; sharded: each process's shards
+    under checkpoint/, fsdp_state_dict_type SHARDED_STATE_DICT), and the same command resumes it to the weights
+    of a run never interrupted. Either also resumes on one process."""
     steps = 16
     args = [*ARGS, "--steps", str(steps), "--eval-every", "0", "--save-every", "1"]
+    launch = ["--fsdp_state_dict_type", "SHARDED_STATE_DICT"] if kind == "sharded" else []
     killed, whole = tmp_path / "killed", tmp_path / "whole"
-    proc = subprocess.Popen([str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CPU), "-m", "softviz.cli",
-                             *args, "--output-dir", str(killed)], env=ENV, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([str(BIN / "accelerate"), "launch", "--config_file", str(FSDP_CPU), *launch, "-m",
+                             "softviz.cli", *args, "--output-dir", str(killed)], env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 180
     while time.time() < deadline and not (killed / "metrics.jsonl").exists():
@@ -122,19 +135,42 @@ def test_a_killed_fsdp_run_resumes_to_the_uninterrupted_result(tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGTERM)  # the launcher and both processes, as a scheduler's kill would
     proc.communicate(timeout=120)
-    step = torch.load(killed / CHECKPOINT, weights_only=False)["step"]
+    if kind == "whole":
+        step = torch.load(killed / CHECKPOINT, weights_only=False)["step"]
+        assert not (killed / SHARDED_CHECKPOINT).exists()
+    else:
+        pointer = json.loads((killed / SHARDED_CHECKPOINT / "latest.json").read_text())
+        step = pointer["step"]
+        kept = sorted(p.name for p in (killed / SHARDED_CHECKPOINT).iterdir() if p.name != "latest.json")
+        assert pointer["folder"] == f"step-{step:06d}" in kept and not (killed / CHECKPOINT).exists()
+        assert len(kept) <= 2  # the newest complete one, and at most one being written when the kill came
+    shutil.copytree(killed, tmp_path / "one")
     assert 1 <= step < steps, "the kill should land mid-run"
     assert not [p for p in killed.iterdir() if ".tmp" in p.name]
-    resumed = fsdp(*args, "--output-dir", str(killed))
+    resumed = fsdp(*args, "--output-dir", str(killed), launch=launch)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = fsdp(*args, "--output-dir", str(whole))
+    straight = fsdp(*args, "--output-dir", str(whole), launch=launch)
     assert straight.returncode == 0, straight.stderr[-3000:]
-    a = torch.load(killed / CHECKPOINT, weights_only=False)
-    b = torch.load(whole / CHECKPOINT, weights_only=False)
-    assert a["step"] == b["step"] == steps
-    for k in b["model"]:
-        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
+    a, b = final_weights(killed), final_weights(whole)
+    for k in b:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
     assert [m["step"] for m in metrics(killed)] == list(range(1, steps + 1))
+    if kind == "whole":
+        assert torch.load(killed / CHECKPOINT, weights_only=False)["step"] == steps
+    else:
+        assert sorted(p.name for p in (killed / SHARDED_CHECKPOINT).iterdir()) == ["latest.json", f"step-{steps:06d}"]
+    # one process resumes the 2-process checkpoint (a whole model, no accelerate; the optimizer's groups and the
+    # schedule's differ from FSDP's) and continues to within the float noise of two processes (see the test
+    # above) of the uninterrupted run; it then checkpoints whole
+    one = subprocess.run([str(BIN / "softviz"), *args, "--output-dir", str(tmp_path / "one")], env=ENV,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert [m["step"] for m in metrics(tmp_path / "one")] == list(range(1, steps + 1))
+    c, base = final_weights(tmp_path / "one"), load_model()[0].state_dict()
+    moved = sum(float((b[k] - base[k]).pow(2).sum()) for k in b) ** 0.5
+    apart = sum(float((c[k] - b[k]).pow(2).sum()) for k in b) ** 0.5
+    assert moved > 0.1 and apart < 0.01 * moved, (apart, moved)
+    assert (tmp_path / "one" / CHECKPOINT).exists() and not (tmp_path / "one" / SHARDED_CHECKPOINT).exists()
 
 
 def test_only_process_0_reads_the_weights_under_ram_efficient_fsdp_loading(monkeypatch):
@@ -219,3 +255,57 @@ def test_the_cli_refuses_an_ignored_fsdp_setting_before_loading_the_model(tmp_pa
     assert r.returncode != 0
     assert "fsdp_activation_checkpointing: true is not supported" in r.stderr
     assert "RL run:" not in r.stdout and not (tmp_path / "run").exists()  # refused before loading and writing
+
+
+def test_a_sharded_checkpoint_round_trips_and_a_damaged_one_is_refused_with_the_fix(tmp_path):
+    """sharding.save_sharded on one process (torch.distributed.checkpoint writes without a process group) and
+    train.load_sharded_checkpoint: weights, optimizer state and schedule come back exactly; a damaged pointer,
+    an incomplete folder, another RLConfig or another model is refused before anything is loaded."""
+    import dataclasses
+
+    from softviz import sharding
+    from softviz.config import RLConfig
+    from softviz.train import _param_groups, cosine_schedule, load_sharded_checkpoint
+
+    def fresh():
+        model = load_model()[0]
+        opt = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.learning_rate)
+        return model, opt, cosine_schedule(opt, 2, 10)
+
+    cfg = RLConfig(steps=10)
+    model, opt, sched = fresh()
+    for _ in range(3):  # some optimizer state and schedule to restore
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        opt.step()
+        sched.step()
+    state = {"step": 3, "best": 0.5, "sigma": 0.1, "config": dataclasses.asdict(cfg), "scheduler": sched.state_dict(),
+             "rng": torch.get_rng_state()}
+    sharding.save_sharded(tmp_path, model, opt, state, main=True, barrier=lambda: None)
+    folder = sharding.latest_sharded(tmp_path)
+    assert folder == tmp_path / "checkpoint" / "step-000003"
+
+    other, other_opt, other_sched = fresh()
+    before = {k: v.clone() for k, v in other.state_dict().items()}
+    with pytest.raises(ValueError, match="another RLConfig .*steps: 10 -> 11"):
+        load_sharded_checkpoint(folder, other, other_opt, other_sched, config=dataclasses.asdict(RLConfig(steps=11)))
+    assert all(torch.equal(before[k], v) for k, v in other.state_dict().items())  # nothing loaded
+    ck = load_sharded_checkpoint(folder, other, other_opt, other_sched, config=dataclasses.asdict(cfg))
+    assert ck["step"] == 3 and ck["best"] == 0.5
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in other.state_dict().items())
+    for p, q in zip(model.parameters(), other.parameters()):
+        a, b = opt.state[p], other_opt.state[q]
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert other_sched.last_epoch == sched.last_epoch and other_sched.get_last_lr() == sched.get_last_lr()
+
+    small = AutoModelForCausalLM.from_config(model.config.__class__(**{**model.config.to_dict(), "num_hidden_layers": 1}))
+    small_opt = torch.optim.AdamW(_param_groups(small, cfg), lr=cfg.learning_rate)
+    with pytest.raises(ValueError, match=r"written for another model .*unexpected \[.model.layers.1"):
+        load_sharded_checkpoint(folder, small, small_opt, cosine_schedule(small_opt, 2, 10))
+
+    (folder / "state.pt").unlink()
+    with pytest.raises(ValueError, match="incomplete; delete .*checkpoint to start over"):
+        sharding.latest_sharded(tmp_path)
+    (tmp_path / "checkpoint" / "latest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="latest.json is damaged; delete"):
+        sharding.latest_sharded(tmp_path)
