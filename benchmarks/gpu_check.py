@@ -330,6 +330,8 @@ def fsdp_step(model, tok, S, device: str, tol) -> list[tuple[str, bool, str]]:
             sq = sum(float((p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad).double().pow(2).sum())
                      for p in m.parameters() if p.grad is not None)
             out[name] = (r, float(loss.detach()), sq ** 0.5)
+            if name == "fsdp":
+                restored = sharded_round_trip(model, m, device)
             del m
         (ra, la, na), (rb, lb, nb) = out["plain"], out["fsdp"]
         same = torch.equal(ra.cot_tokens, rb.cot_tokens) and ra.answer_texts == rb.answer_texts
@@ -337,10 +339,43 @@ def fsdp_step(model, tok, S, device: str, tol) -> list[tuple[str, bool, str]]:
         return [("FSDP step: same rollouts as the unsharded model", same, f"{len(ra)} soft rollouts"),
                 ("FSDP step: same loss and gradient norm", rel_loss <= 10 * tol[0] and rel_norm <= 100 * tol[0],
                  f"loss {la:.5g} vs {lb:.5g} (rel {rel_loss:.1e}), grad norm {na:.5g} vs {nb:.5g} "
-                 f"(rel {rel_norm:.1e})")]
+                 f"(rel {rel_norm:.1e})"),
+                ("FSDP step: sharded checkpoint restores weights and AdamW state", restored[0], restored[1])]
     finally:
         if started:
             dist.destroy_process_group()
+
+
+def sharded_round_trip(model, m, device: str) -> tuple[bool, str]:
+    """One AdamW step on the sharded model `m` (its gradients are set), a sharded checkpoint written
+    (sharding.save_sharded: torch.distributed.checkpoint from the device's shards) and read into a fresh
+    sharded copy of `model`: the shards and the optimizer's moments must come back bitwise."""
+    import copy
+    import tempfile
+
+    from softviz import sharding
+    from softviz.train import load_named_optimizer_state
+
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    opt.step()
+    with tempfile.TemporaryDirectory() as folder:
+        state = {"step": 1}
+        sharding.save_sharded(folder, m, opt, state, main=True, barrier=lambda: None)
+        path = sharding.latest_sharded(folder)
+        groups = torch.load(path / "state.pt", weights_only=False)["param_groups"]
+        fresh = sharding.shard(copy.deepcopy(model), torch.device(device))
+        fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-4)
+        load_named_optimizer_state(fresh, fresh_opt, sharding.load_sharded(path, fresh, fresh_opt, groups))
+
+    def local(t):
+        return t.to_local() if hasattr(t, "to_local") else t
+
+    weights = all(torch.equal(local(a), local(b)) for a, b in zip(m.parameters(), fresh.parameters()))
+    moments = all(torch.equal(local(opt.state[a][k]), local(fresh_opt.state[b][k]))
+                  for a, b in zip(m.parameters(), fresh.parameters()) for k in ("exp_avg", "exp_avg_sq"))
+    n = sum(1 for _ in m.parameters())
+    return weights and moments, f"{n} tensors: weights {'equal' if weights else 'DIFFER'}, moments " \
+                                f"{'equal' if moments else 'DIFFER'}"
 
 
 # ---- 4. a real model ------------------------------------------------------------------------------------------
@@ -409,33 +444,35 @@ def real_model_section(name: str, device: str, dtype, S, tie_tol, tol, tiny: boo
 # ---- report ---------------------------------------------------------------------------------------------------
 
 def table(report: dict) -> str:
-    lines = [f"{'section':<11}{'item':<52}result", "-" * 120]
+    real = report.get("real_model") or {}
+    names = [c["check"] for c in report["checks"] + real.get("checks", [])]
+    w = max([52] + [len(n) + 2 for n in names])  # the item column fits the longest check name
+    lines = [f"{'section':<11}{'item':<{w}}result", "-" * (w + 68)]
     for c in report["checks"]:
-        lines.append(f"{'check':<11}{c['check']:<52}{'PASS' if c['passed'] else 'FAIL'}  {c['detail']}")
+        lines.append(f"{'check':<11}{c['check']:<{w}}{'PASS' if c['passed'] else 'FAIL'}  {c['detail']}")
     for k, v in report["throughput"]["rows"].items():
         ratios = report["throughput"]["ratios"]
         vs = [f"{ratios[f'{k.split()[-1]}_vs_{b}']:.2f}x {b}" for b in ("generate", "hard")
               if f"{k.split()[-1]}_vs_{b}" in ratios]
         res = v.get("skipped") or f"{v['tokens_per_s']:>10,.1f} tok/s  " + ", ".join(vs)
-        lines.append(f"{'throughput':<11}{k:<52}{res}")
+        lines.append(f"{'throughput':<11}{k:<{w}}{res}")
     for k, v in report["rl_step"]["rows"].items():
         mem = "n/a (CPU)" if v.get("peak_mem_gib") is None else f"{v['peak_mem_gib']:.1f} GiB"
         res = v.get("skipped") or v.get("error") or (
             f"step {v['step_s']:.3f} s = rollout {v['rollout_s']:.3f} + loss fwd-bwd {v['loss_backward_s']:.3f} + "
             f"optimizer {v['optimizer_s']:.3f}; peak memory {mem}" + (f"  [{v['note']}]" if "note" in v else ""))
-        lines.append(f"{'RL step':<11}{k:<52}{res}")
-    real = report.get("real_model") or {}
+        lines.append(f"{'RL step':<11}{k:<{w}}{res}")
     for c in real.get("checks", []):
-        lines.append(f"{'real model':<11}{c['check']:<52}{'PASS' if c['passed'] else 'FAIL'}  {c['detail']}")
+        lines.append(f"{'real model':<11}{c['check']:<{w}}{'PASS' if c['passed'] else 'FAIL'}  {c['detail']}")
     if "training" in real:
         t = real["training"]
         lo, hi = t["paired_difference_95"]
-        lines.append(f"{'real model':<11}{real['model'] + ': ' + t['mode'] + ' RL':<52}{t['steps']} steps in "
+        lines.append(f"{'real model':<11}{real['model'] + ': ' + t['mode'] + ' RL':<{w}}{t['steps']} steps in "
                      f"{t['seconds']} s; greedy validation {100 * t['greedy_before']:.1f}% -> "
                      f"{100 * t['greedy_after']:.1f}% ({100 * t['paired_difference']:+.1f}, 95% [{100 * lo:+.1f}, "
                      f"{100 * hi:+.1f}], {t['validation_problems']} problems)")
     elif "skipped" in real:
-        lines.append(f"{'real model':<11}{'':<52}{real['skipped']}")
+        lines.append(f"{'real model':<11}{'':<{w}}{real['skipped']}")
     return "\n".join(lines)
 
 

@@ -37,10 +37,13 @@ def test_cpu_dry_run_passes_every_check_and_writes_every_row(tmp_path, capsys, s
                 *(f"{m}: rl.sequence_logprobs == rollout log-probs" for m in ("hard", "soft", "fuzzy")),
                 *(f"{m}: KV cache == no cache, {what}" for m in ("soft", "fuzzy")
                   for what in ("shadow tokens", "Gaussian log-probs")),
-                "FSDP step: same rollouts as the unsharded model", "FSDP step: same loss and gradient norm"}
+                "FSDP step: same rollouts as the unsharded model", "FSDP step: same loss and gradient norm",
+                "FSDP step: sharded checkpoint restores weights and AdamW state"}
     assert set(checks) == expected
     fsdp = next(c["detail"] for c in report["checks"] if c["check"] == "FSDP step: same loss and gradient norm")
     assert "grad norm" in fsdp and "rel" in fsdp
+    restored = next(c["detail"] for c in report["checks"] if c["check"].startswith("FSDP step: sharded"))
+    assert restored.endswith("weights equal, moments equal"), restored
 
     rows = report["throughput"]["rows"]
     assert set(rows) == {"transformers generate", "softviz hard", "softviz soft", "softviz fuzzy"}
