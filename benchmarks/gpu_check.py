@@ -435,8 +435,6 @@ def real_model_section(name: str, device: str, dtype, S, tie_tol, tol, tiny: boo
           f"{100 * training['greedy_before']:.1f}% -> {100 * training['greedy_after']:.1f}% "
           f"(paired difference {100 * mean:+.1f}, 95% [{100 * (mean - half):+.1f}, {100 * (mean + half):+.1f}])",
           flush=True)
-    del model
-    gc.collect()
     return {"model": name, "model_sha256": source_digest(name), "checks": checks, "training": training,
             "seconds": round(time.perf_counter() - t0, 1)}
 

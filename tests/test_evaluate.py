@@ -16,8 +16,6 @@ def test_pass_at_k_unbiased_estimator():
 
 
 def test_entropy_profile_equals_the_traces_mean_entropy_per_position(embedded):
-    import torch
-
     from softviz import TraceConfig, generate
     from softviz.evaluate import evaluate
     from softviz.tasks import get_task

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from softviz import Mode, TraceConfig, generate, mixing
+from softviz import Mode, generate, mixing
 from softviz.config import PRESETS
 from softviz.generate import embedding_matrix, rollout_seed
 from softviz.tasks import ArithmeticTask

@@ -11,7 +11,6 @@ import torch
 from softviz import generate, packaged
 from softviz.models import load_model, source_digest
 from softviz.tasks import ArithmeticTask, get_task
-from softviz.tasks.base import ANSWER_CUE
 
 PLAIN = ArithmeticTask("plain")
 

@@ -69,7 +69,6 @@ def test_problem_shape_and_gold_answer():
 
 
 def test_mistakes_change_reasoning_not_gold():
-    rng_a, rng_b = _rng("x"), _rng("x")
     clean = [make_problem(_rng("k", i)) for i in range(300)]
     noisy = [make_problem(_rng("k", i), mistake_rate=0.5) for i in range(300)]
     assert all(c[0] == n[0] and c[2] == n[2] for c, n in zip(clean, noisy))  # same question, same gold
