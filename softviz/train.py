@@ -62,7 +62,8 @@ def cosine_schedule(optimizer, warmup: int, total: int):
 def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, par: "Parallel | None" = None) -> None:
     """Everything needed to resume exactly, in one file written whole or not at all (by the main process).
     Under FSDP the shards are gathered into whole states first (every process must call this), with the
-    optimizer's state keyed by parameter name."""
+    optimizer's state keyed by parameter name; or, when the accelerate config asks for sharded checkpoints,
+    each process writes its own shards (sharding.save_sharded). Only the newest kind is kept."""
     if par is not None and par.sharded_checkpoints:  # each process writes its shards; nothing is gathered
         sharding.save_sharded(out, model, optimizer, {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
                                                       **state}, main=par.main, barrier=par.barrier)
@@ -287,9 +288,8 @@ class Parallel:
     def __init__(self):
         self.acc, self.rank, self.world, self.fsdp, self.sharded_checkpoints = None, 0, 1, False, False
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import Accelerator
-
             check_launch()
+            from accelerate import Accelerator
 
             self.acc = Accelerator(cpu=not torch.cuda.is_available())
             self.rank, self.world = self.acc.process_index, self.acc.num_processes
