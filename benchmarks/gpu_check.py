@@ -348,24 +348,25 @@ def fsdp_step(model, tok, S, device: str, tol) -> list[tuple[str, bool, str]]:
 
 def sharded_round_trip(model, m, device: str) -> tuple[bool, str]:
     """One AdamW step on the sharded model `m` (its gradients are set), a sharded checkpoint written
-    (sharding.save_sharded: torch.distributed.checkpoint from the device's shards) and read into a fresh
-    sharded copy of `model`: the shards and the optimizer's moments must come back bitwise."""
+    (sharding.save_sharded: torch.distributed.checkpoint from the device's shards) and resumed into a fresh
+    sharded copy of `model` by softviz.checkpoint.load_sharded_checkpoint, as `softviz train` resumes: the
+    shards and the optimizer's moments must come back bitwise."""
     import copy
     import tempfile
 
     from softviz import sharding
-    from softviz.train import load_named_optimizer_state
+    from softviz.checkpoint import load_sharded_checkpoint
+    from softviz.train import cosine_schedule
 
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
     opt.step()
+    state = {"step": 1, "best": 0.0, "sigma": 0.0, "config": {}, "rng": torch.get_rng_state(),
+             "scheduler": cosine_schedule(opt, 0, 2).state_dict()}
     with tempfile.TemporaryDirectory() as folder:
-        state = {"step": 1}
         sharding.save_sharded(folder, m, opt, state, main=True, barrier=lambda: None)
-        path = sharding.latest_sharded(folder)
-        groups = torch.load(path / "state.pt", weights_only=False)["param_groups"]
         fresh = sharding.shard(copy.deepcopy(model), torch.device(device))
         fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-4)
-        load_named_optimizer_state(fresh, fresh_opt, sharding.load_sharded(path, fresh, fresh_opt, groups))
+        load_sharded_checkpoint(sharding.latest_sharded(folder), fresh, fresh_opt, cosine_schedule(fresh_opt, 0, 2))
 
     def local(t):
         return t.to_local() if hasattr(t, "to_local") else t

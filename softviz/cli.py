@@ -271,15 +271,11 @@ def cmd_train(args) -> None:
     fields = {f.name for f in dataclasses.fields(RLConfig)}
     cfg = RLConfig(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
     get_task(cfg.task)  # an unknown task fails now, not after the model has loaded
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # the processes meet before loading: under FSDP's RAM-efficient loading only the first reads the weights
-        import torch
-        from accelerate import PartialState
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        from softviz.parallel import join_group, leave_group_and_exit
 
-        from softviz.train import check_launch
-
-        check_launch()  # settings softviz would ignore fail now, not after the model has loaded
-        PartialState(cpu=not torch.cuda.is_available())
+        join_group()
     model, tok = load_model(args.model, device=args.device)
     main_process = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, one process prints
     if main_process:
@@ -289,16 +285,6 @@ def cmd_train(args) -> None:
             keys = ["step", "reward", "accuracy", "entropy", "loss", "grad_norm", "val/greedy_accuracy", "step_time"]
             print(json.dumps({k: round(m[k], 4) if isinstance(m[k], float) else m[k] for k in keys if k in m}),
                   flush=True)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:  # leave together: a process that exits with the group still up can abort in gloo's threads
-        # ("terminate called without an active exception")
-        import gc
-
-        from accelerate import PartialState
-
-        gc.collect()  # collective handles left in reference cycles, released while the group is still up
-        PartialState().wait_for_everyone()
-        PartialState().destroy_process_group()
     if main_process and args.output_dir is not None:
         from softviz.train import BEST, FINAL
 
@@ -306,12 +292,7 @@ def cmd_train(args) -> None:
         best = f"; best validated: {out / BEST}" if (out / BEST).is_dir() else ""
         print(f"model after the last step: {out / FINAL}{best} (softviz eval --model {out / FINAL})", flush=True)
     if distributed:
-        # everything is written and the group is gone: end here rather than in interpreter shutdown, where gloo's
-        # threads, still referenced after a torch.distributed.checkpoint save, could abort the process (seen about
-        # 1 exit in 20 on a loaded CPU)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        leave_group_and_exit()
 
 
 IMAGE_FORMATS = ("png", "jpg", "jpeg", "webp", "svg", "pdf")  # what plotly's write_image can write

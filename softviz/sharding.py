@@ -42,9 +42,8 @@ def plugin():
 
 def check(p) -> None:
     """Refuse the FSDP settings softviz would otherwise ignore: it wraps one unit per transformer block, keeps
-    parameters on the accelerator and stores no activations for a second forward. (fsdp_state_dict_type is not
-    refused, though accelerate's default under FSDP2 is SHARDED_STATE_DICT: checkpoints are gathered whole
-    whatever it says, and docs/scaling.md says so.)"""
+    parameters on the accelerator and stores no activations for a second forward. (fsdp_state_dict_type is read:
+    see sharded_checkpoints_wanted.)"""
     fix = " in the accelerate config (see configs/accelerate/fsdp_1node.yaml)"
     if getattr(p.auto_wrap_policy, "__name__", None) != "transformer_auto_wrap_policy":
         wrap = getattr(p.auto_wrap_policy, "__name__", "no wrapping")
@@ -55,7 +54,8 @@ def check(p) -> None:
                          "its activations; `softviz plan` shows what they cost); set it to false" + fix)
     if type(p.cpu_offload).__name__ == "CPUOffloadPolicy":
         raise ValueError("fsdp_offload_params: true is not supported by softviz train (a rollout would copy every "
-                         "block from CPU memory at every token); set it to false and spread the model over more processes" + fix)
+                         "block from CPU memory at every token); set it to false and spread the model over more "
+                         "processes" + fix)
 
 
 def block_classes(model, names=None) -> set[str]:
@@ -234,7 +234,7 @@ def sharded_shapes(folder) -> dict[str, tuple]:
 def load_sharded(folder, model, optimizer, param_groups: list) -> dict:
     """Load a sharded checkpoint's model into `model`, resharded to this run's process count (or whole on one
     process), and return its optimizer state keyed by parameter name, each tensor cut like its parameter, with
-    the saved `param_groups` (for train.load_named_optimizer_state, which matches groups by name: FSDP's
+    the saved `param_groups` (for checkpoint.load_named_optimizer_state, which matches groups by name: FSDP's
     layout groups the parameters differently from one process's)."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,

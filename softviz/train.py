@@ -11,14 +11,12 @@ greedy validation keeps the best model (paper §4, "model selection"). The math 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,15 +24,16 @@ from typing import Callable, Iterator
 import torch
 
 from softviz import checks, mixing, rl, sharding
+from softviz.checkpoint import CHECKPOINT, load_checkpoint, load_sharded_checkpoint, save_checkpoint
 from softviz.config import RLConfig, TraceConfig
 from softviz.evaluate import evaluate
 from softviz.files import atomic_file, make_folder
-from softviz.generate import embedding_matrix, generate, lock_step
+from softviz.generate import embedding_matrix, generate
 from softviz.models import model_fingerprint, save_model
+from softviz.parallel import Parallel
 from softviz.tasks import get_task
 from softviz.tasks.base import Task
 
-CHECKPOINT = "checkpoint.pt"
 BEST = "best"
 FINAL = "final"  # the model after the last step, always written when a run finishes
 METRICS = "metrics.jsonl"
@@ -57,164 +56,6 @@ def cosine_schedule(optimizer, warmup: int, total: int):
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def save_checkpoint(out: Path, model, optimizer, scheduler, state: dict, par: "Parallel | None" = None) -> None:
-    """Everything needed to resume exactly, in one file written whole or not at all (by the main process).
-    Under FSDP the shards are gathered into whole states first (every process must call this), with the
-    optimizer's state keyed by parameter name; or, when the accelerate config asks for sharded checkpoints,
-    each process writes its own shards (sharding.save_sharded). Only the newest kind is kept."""
-    if par is not None and par.sharded_checkpoints:  # each process writes its shards; nothing is gathered
-        sharding.save_sharded(out, model, optimizer, {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
-                                                      **state}, main=par.main, barrier=par.barrier)
-        if par.main:
-            (out / CHECKPOINT).unlink(missing_ok=True)  # one kind of checkpoint at a time: the newest
-        return
-    if par is not None and par.fsdp:
-        model_sd, optim_sd = par.full_state(model, optimizer)
-    else:
-        model_sd, optim_sd = model.state_dict(), optimizer.state_dict()
-    if par is not None and not par.main:
-        return
-    with atomic_file(out / CHECKPOINT) as tmp:
-        torch.save({"model": model_sd, "optimizer": optim_sd, "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(), **state}, tmp)
-    shutil.rmtree(out / sharding.SHARDED_CHECKPOINT, ignore_errors=True)  # one kind at a time: the newest
-
-
-def load_named_optimizer_state(model, optimizer, optim_sd: dict) -> None:
-    """Load an optimizer state keyed by parameter name (get_optimizer_state_dict's form: whole tensors, or already
-    cut like their parameters) into `optimizer`, each state tensor cut like its parameter (a DTensor shard under
-    FSDP; whole otherwise). The groups are matched by parameter name, so the state of one layout (FSDP puts
-    sharded and whole parameters in separate groups) loads into another. torch's
-    set_optimizer_state_dict first steps a fresh optimizer with zero gradients to create its state, which left
-    FSDP's gathered embedding without storage in the next backward; this loads the state directly."""
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    names: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        names.setdefault(id(p), []).append(name)
-    saved = optim_sd.get("state", {})
-    saved_group = {name: g for g in optim_sd.get("param_groups", []) for name in g["params"]}
-    state, groups, index = {}, [], 0
-    for group in optimizer.param_groups:
-        ids = []
-        first = next((n for p in group["params"] for n in names.get(id(p), []) if n in saved_group), None)
-        if first is None:
-            raise ValueError("the checkpoint's optimizer holds none of this model's parameters: it was written "
-                             "for another model; resume with the model the run started from")
-        for p in group["params"]:
-            name = next((n for n in names.get(id(p), []) if n in saved), None)
-            if name is not None:
-                state[index] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
-                                if isinstance(p, DTensor) and torch.is_tensor(v) and not isinstance(v, DTensor)
-                                and v.dim() > 0 else v
-                                for k, v in saved[name].items()}
-            ids.append(index)
-            index += 1
-        groups.append({**{k: v for k, v in saved_group[first].items() if k != "params"}, "params": ids})
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def load_scheduler_state(scheduler, sd: dict) -> None:
-    """Load a LambdaLR state, also one saved with another grouping of the same parameters (under FSDP the
-    sharded and the whole parameters are separate groups): the schedule is a function of the step, so the step
-    is taken and each group's rate recomputed from its own base rate."""
-    n = len(scheduler.optimizer.param_groups)
-    if len(sd.get("base_lrs", [])) == n:
-        scheduler.load_state_dict(sd)
-        return
-    scheduler.load_state_dict({**sd, "base_lrs": list(scheduler.base_lrs), "lr_lambdas": [None] * n})
-    lrs = [base * factor(scheduler.last_epoch) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
-    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
-        group["lr"] = lr
-    scheduler._last_lr = lrs
-
-
-def _by_name(optim_sd) -> bool:
-    """An optimizer state keyed by parameter name (written under FSDP), not by position."""
-    return isinstance(optim_sd, dict) and any(isinstance(k, str) for k in optim_sd.get("state", {}))
-
-
-def load_checkpoint(path: Path, model, optimizer, scheduler, *, config: dict | None = None,
-                    need_ref: bool = False, par: "Parallel | None" = None) -> dict:
-    """Resume from `path`: every check runs before anything is loaded into the model, optimizer or RNG, so a
-    refused checkpoint leaves them as they were. `config` (dataclasses.asdict of the run's RLConfig) must
-    equal the one the checkpoint was written with."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path} ({err.__class__.__name__}); it may be truncated. "
-                         "Delete it to start over, or point output_dir elsewhere.") from None
-    parts = ["model", "optimizer", "scheduler", "rng", "step", "best", "sigma", "config"] + (["ref"] if need_ref else [])
-    _check_parts(path, ck, parts, config)
-    expected = model.state_dict()
-    for name, state in [("model", ck["model"])] + ([("ref", ck["ref"])] if need_ref else []):
-        _check_state(path, name, state, expected, FIX)
-    sharded = par is not None and par.fsdp
-    if sharded and not _by_name(ck["optimizer"]):
-        raise ValueError(f"checkpoint {path} was written by a run without FSDP (its optimizer state is keyed by "
-                         "position): resume it the way it was run, or start over under FSDP (--restart)")
-    if sharded or _by_name(ck["optimizer"]):
-        if sharded:
-            par.load_full_state(model, optimizer, ck["model"], ck["optimizer"])
-        else:  # written under FSDP, resumed without it
-            model.load_state_dict(ck["model"])
-            load_named_optimizer_state(model, optimizer, ck["optimizer"])
-    else:
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-    load_scheduler_state(scheduler, ck["scheduler"])
-    torch.set_rng_state(ck["rng"])
-    return ck
-
-
-FIX = "use a new output_dir, or resume=False (softviz train --restart) to start over"
-
-
-def _check_parts(path: Path, ck, parts: list[str], config: dict | None) -> None:
-    """A checkpoint holds every part, was written with this RLConfig, and its RNG state is whole."""
-    missing = [k for k in parts if not isinstance(ck, dict) or k not in ck]
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {missing}: it is damaged or was not written by softviz train; {FIX}")
-    if config is not None and ck["config"] != config:
-        old = ck["config"] if isinstance(ck["config"], dict) else {}
-        diff = [f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in sorted(set(old) | set(config))
-                if old.get(k) != config.get(k)]
-        raise ValueError(f"{path} was written with another RLConfig ({'; '.join(diff[:6])}); {FIX}")
-    if not isinstance(ck["rng"], torch.Tensor) or ck["rng"].dtype != torch.uint8:
-        raise ValueError(f"checkpoint {path} holds a damaged RNG state; {FIX}")
-
-
-def load_sharded_checkpoint(folder: Path, model, optimizer, scheduler, *, config: dict | None = None,
-                            need_ref: bool = False) -> dict:
-    """Resume from a sharded checkpoint (sharding.save_sharded), resharded to this run's processes or into a
-    whole model on one process. As load_checkpoint: every check runs before anything is loaded."""
-    ck = sharding.read_sharded_state(folder)
-    _check_parts(folder, ck, ["scheduler", "rng", "step", "best", "sigma", "config", "param_groups"]
-                 + (["ref"] if need_ref else []), config)
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    expected = {k: torch.empty(v.shape, device="meta") for k, v in get_model_state_dict(model).items()}
-    saved = {k: torch.empty(shape, device="meta") for k, shape in sharding.sharded_shapes(folder).items()}
-    _check_state(folder, "model", saved, expected, FIX)
-    load_named_optimizer_state(model, optimizer, sharding.load_sharded(folder, model, optimizer, ck["param_groups"]))
-    load_scheduler_state(scheduler, ck["scheduler"])
-    torch.set_rng_state(ck["rng"])
-    return ck
-
-
-def _check_state(path: Path, name: str, state, expected: dict, fix: str) -> None:
-    """The saved weights `state` fit a model whose state_dict is `expected`: same names, same shapes."""
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path}: its {name} weights are damaged; {fix}")
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [k for k in expected if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k].shape)]
-    if missing or extra or shapes:
-        detail = "; ".join(f"{what} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for what, keys in
-                           (("missing", missing), ("unexpected", extra), ("other shapes", shapes)) if keys)
-        raise ValueError(f"checkpoint {path} was written for another model ({name} weights: {detail}); resume with "
-                         f"the model it was trained from, or {fix}")
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -255,160 +96,6 @@ def _rollout_metrics(r, rewards: torch.Tensor, every: torch.Tensor, G: int, task
     lp = r.cot_logprobs[valid]
     m["logprob/cot_mean"], m["logprob/cot_std"] = float(lp.mean()), float(lp.std())  # per step, the policy's density
     return m
-
-
-def check_mixed_precision(asked: str, cuda: bool) -> None:
-    """softviz does not autocast: it loads the weights in bf16 on GPUs and fp32 on CPUs and computes p·E, σ and
-    the densities in fp32 itself. An accelerate config asking for anything else is refused rather than ignored."""
-    if asked == "no" or (asked == "bf16" and cuda):
-        return
-    raise ValueError(f"mixed_precision = {asked} in the accelerate config: softviz does not autocast; it loads the "
-                     "weights in bf16 on GPUs and fp32 on CPUs and computes the mixture, σ and the densities in fp32 "
-                     "itself. Set mixed_precision: 'no' (or pass --mixed_precision no to accelerate launch)")
-
-
-def check_launch() -> None:
-    """Refuse the `accelerate launch` settings softviz would otherwise ignore (mixed precision; FSDP wrapping,
-    offload, activation checkpointing): the CLI calls it before the model loads, Parallel again."""
-    check_mixed_precision(os.environ.get("ACCELERATE_MIXED_PRECISION", "no"), torch.cuda.is_available())
-    if sharding.fsdp_requested():
-        sharding.plugin()
-
-
-class Parallel:
-    """Data parallelism across the processes that `accelerate launch` (or torchrun) starts.
-
-    Each process rolls out a contiguous share of the step's prompts × group_size rollouts (samples, not only
-    prompts, are split: any process count that divides the rollouts works; each rollout's seed is its prompt's
-    and sample's, so the union equals a one-process step). Rewards are gathered, so a group's RLOO/GRPO baseline
-    is over the whole group wherever its samples ran; gradients and metrics are averaged with accelerate's
-    collectives; only the main process writes files. With one process it does nothing.
-    """
-
-    def __init__(self):
-        self.acc, self.rank, self.world, self.fsdp, self.sharded_checkpoints = None, 0, 1, False, False
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            check_launch()
-            from accelerate import Accelerator
-
-            self.acc = Accelerator(cpu=not torch.cuda.is_available())
-            self.rank, self.world = self.acc.process_index, self.acc.num_processes
-            self.fsdp = sharding.fsdp_requested()
-            self.sharded_checkpoints = sharding.sharded_checkpoints_wanted()
-
-    def prepare(self, model):
-        """FSDP: shard the model, and so its gradients and the optimizer's state built from it (softviz.sharding,
-        as the accelerate config says); other layouts keep it whole. Then one forward of one token on every
-        process, so that FSDP knows its root before softviz calls the blocks and the embedding directly."""
-        if not self.fsdp:
-            return model
-        p = sharding.plugin()
-        model = sharding.shard(model, self.acc.device, reshard_after_forward=p.reshard_after_forward is not False,
-                               names=p.transformer_cls_names_to_wrap)
-        with torch.no_grad():
-            model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=self.acc.device))
-        self.reshard(model)
-        return model
-
-    def reshard(self, model) -> None:
-        """FSDP: every unit back to its shards (a unit kept gathered after its forward, or gathered for E,
-        would otherwise hand the optimizer whole tensors)."""
-        if self.fsdp:
-            sharding.reshard(model)
-
-    def lock_step(self):
-        """The context rollouts run in: under FSDP every process steps until no process has a running row."""
-        return lock_step(self.any_running) if self.fsdp else contextlib.nullcontext()
-
-    def any_running(self, running: bool) -> bool:
-        """Whether any process still has a running rollout (FSDP's lock-step rollouts; see generate.lock_step)."""
-        flag = torch.tensor([1.0 if running else 0.0], device=self.acc.device)
-        return bool(self.acc.reduce(flag, reduction="sum").item() > 0)
-
-    def full_state(self, model, optimizer=None) -> tuple[dict, dict | None]:
-        """The whole model's (and the optimizer's) state on the main process, gathered from the shards (a
-        collective: every process calls it; the others get empty dicts). Optimizer state is keyed by parameter
-        name, so a run resumes under any number of processes."""
-        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                             get_optimizer_state_dict)
-
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        model_sd = get_model_state_dict(model, options=opts)
-        return model_sd, (get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None)
-
-    def load_full_state(self, model, optimizer, model_sd: dict, optim_sd: dict) -> None:
-        """Shard whole states (every process holds them) into the model and the optimizer."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        self.reshard(model)  # into the shards themselves (a unit gathered for E would take the values and drop them)
-        set_model_state_dict(model, model_sd, options=StateDictOptions(full_state_dict=True))
-        load_named_optimizer_state(model, optimizer, optim_sd)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, n: int, what: str) -> slice:
-        if n % self.world:
-            raise ValueError(f"{what} = {n} must be divisible by the number of processes ({self.world})")
-        size = n // self.world
-        return slice(self.rank * size, (self.rank + 1) * size)
-
-    def rows(self, prompts: int, group: int) -> tuple[slice, slice]:
-        """(this process's rows of the step's prompts × group rollouts, the prompts they belong to)."""
-        if (prompts * group) % self.world:
-            raise ValueError(f"RLConfig.prompts_per_step x group_size = {prompts} x {group} = {prompts * group} "
-                             f"rollouts must be divisible by the number of processes ({self.world})")
-        rows = self.shard(prompts * group, "prompts_per_step x group_size")
-        return rows, slice(rows.start // group, -(-rows.stop // group))
-
-    def gather(self, t: torch.Tensor) -> torch.Tensor:
-        """Every process's `t` (same shape), concatenated in process order."""
-        if self.world == 1:
-            return t
-        return self.acc.gather(t.to(self.acc.device)).cpu()
-
-    def mean_grads(self, params) -> None:
-        """All-reduce the gradients of `params` to their mean (one flat collective). Under FSDP, pass only the
-        replicated parameters: FSDP reduce-scatters the sharded ones itself."""
-        if self.world == 1:
-            return
-        grads = [p.grad for p in params if p.grad is not None]
-        flat = self.acc.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
-        for g, new in zip(grads, flat.split([g.numel() for g in grads])):
-            g.copy_(new.view_as(g))
-
-    def mean(self, metrics: dict) -> dict:
-        if self.world == 1:
-            return metrics
-        keys = [k for k, v in metrics.items() if isinstance(v, float)]
-        values = self.acc.reduce(torch.tensor([metrics[k] for k in keys], device=self.acc.device), reduction="mean")
-        return {**metrics, **dict(zip(keys, values.tolist()))}
-
-    def clip_grad_norm(self, params, max_norm: float) -> float:
-        """Scale the gradients to a total norm of at most `max_norm`; returns the norm before. Under FSDP the
-        sharded gradients' squares are summed across processes, the replicated ones (equal everywhere) counted
-        once."""
-        params = list(params)
-        if not self.fsdp:
-            return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        grads = [p.grad for p in params if p.grad is not None]
-        sharded = [g.to_local() for g in grads if hasattr(g, "to_local")]
-        whole = [g for g in grads if not hasattr(g, "to_local")]
-        def squares(gs):
-            return torch.stack([g.double().pow(2).sum().cpu() for g in gs]).sum() if gs else torch.zeros((), dtype=torch.float64)
-
-        sq = self.acc.reduce(squares(sharded).to(self.acc.device), reduction="sum").cpu() + squares(whole)
-        total = float(sq.sqrt())
-        scale = max_norm / (total + 1e-6)
-        if scale < 1:
-            for g in sharded + whole:
-                g.mul_(scale)
-        return total
-
-    def barrier(self) -> None:
-        if self.acc is not None:
-            self.acc.wait_for_everyone()
 
 
 def train(model, tokenizer, cfg: RLConfig, *, output_dir: str | os.PathLike | None = None,

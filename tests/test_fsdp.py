@@ -228,7 +228,7 @@ BASE = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLI
     ({"ACCELERATE_MIXED_PRECISION": "fp16"}, "mixed_precision = fp16 in the accelerate config"),
 ], ids=["shipped", "sharded-state-dict", "fsdp1", "size-wrap", "no-wrap", "activation-ckpt", "offload", "fp16"])
 def test_launch_settings_softviz_would_ignore_are_refused(monkeypatch, changed, message):
-    from softviz.train import check_launch
+    from softviz.parallel import check_launch
 
     for k, v in {**BASE, **changed}.items():
         monkeypatch.setenv(k, v)
@@ -241,7 +241,7 @@ def test_launch_settings_softviz_would_ignore_are_refused(monkeypatch, changed, 
 
 
 def test_bf16_is_accepted_where_softviz_loads_bf16_only():
-    from softviz.train import check_mixed_precision
+    from softviz.parallel import check_mixed_precision
 
     assert check_mixed_precision("bf16", cuda=True) is None and check_mixed_precision("no", cuda=False) is None
     with pytest.raises(ValueError, match="mixed_precision = bf16 .* fp32 on CPUs"):
@@ -259,13 +259,14 @@ def test_the_cli_refuses_an_ignored_fsdp_setting_before_loading_the_model(tmp_pa
 
 def test_a_sharded_checkpoint_round_trips_and_a_damaged_one_is_refused_with_the_fix(tmp_path):
     """sharding.save_sharded on one process (torch.distributed.checkpoint writes without a process group) and
-    train.load_sharded_checkpoint: weights, optimizer state and schedule come back exactly; a damaged pointer,
+    checkpoint.load_sharded_checkpoint: weights, optimizer state and schedule come back exactly; a damaged pointer,
     an incomplete folder, another RLConfig or another model is refused before anything is loaded."""
     import dataclasses
 
     from softviz import sharding
     from softviz.config import RLConfig
-    from softviz.train import _param_groups, cosine_schedule, load_sharded_checkpoint
+    from softviz.checkpoint import load_sharded_checkpoint
+    from softviz.train import _param_groups, cosine_schedule
 
     def fresh():
         model = load_model()[0]
